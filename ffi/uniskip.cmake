@@ -1,0 +1,186 @@
+# Injected into llama.cpp's CMake configure through CMAKE_PROJECT_INCLUDE (.cargo/config.toml).
+#
+# It applies the layer-skip hook to a copy of llama.cpp's src/ in the build directory and
+# points the `llama` target at the copy; the crate's own sources are never touched. Edits:
+#   1. every model builder: `if (uniskip_skip_layer(il)) { continue; }` at the top of the
+#      standard layer loop, and the output-row selection moved from the last block to the
+#      last active one (`il == n_layer - 1` -> `il == uniskip_last_active_layer(n_layer)`);
+#   2. llama-graph.h: the mask is a member of llm_graph_params and part of allow_reuse().
+# A required anchor that is not found stops the configure with the file and the edit.
+
+# This file is included after every project() call (llama.cpp's and ggml's): act once.
+get_property(_uniskip_done GLOBAL PROPERTY UNISKIP_HOOK_SCHEDULED)
+if(_uniskip_done)
+    return()
+endif()
+set_property(GLOBAL PROPERTY UNISKIP_HOOK_SCHEDULED TRUE)
+
+set(UNISKIP_FFI_DIR "${CMAKE_CURRENT_LIST_DIR}")
+
+# The hook revision: a hash of every file in ffi/, computed the same way by build.rs.
+function(uniskip_ffi_revision out_var)
+    file(GLOB _files RELATIVE "${UNISKIP_FFI_DIR}" "${UNISKIP_FFI_DIR}/*")
+    list(SORT _files)
+    set(_acc "")
+    foreach(_f IN LISTS _files)
+        if(NOT IS_DIRECTORY "${UNISKIP_FFI_DIR}/${_f}")
+            file(SHA256 "${UNISKIP_FFI_DIR}/${_f}" _h)
+            string(APPEND _acc "${_f} ${_h}\n")
+        endif()
+    endforeach()
+    string(SHA256 _rev "${_acc}")
+    string(SUBSTRING "${_rev}" 0 16 _rev)
+    set(${out_var} "${_rev}" PARENT_SCOPE)
+endfunction()
+
+# Replaces `anchor` by `replacement` in `content_var`; fails loudly unless the anchor occurs
+# exactly once.
+function(uniskip_edit content_var file anchor replacement what)
+    string(FIND "${${content_var}}" "${anchor}" _first)
+    string(FIND "${${content_var}}" "${anchor}" _last REVERSE)
+    if(_first EQUAL -1 OR NOT _first EQUAL _last)
+        message(FATAL_ERROR
+            "uniskip: anchor not found exactly once in ${file} for the edit '${what}'.\n"
+            "Looked for: ${anchor}\n"
+            "The pinned llama-cpp-sys-2 changed; update ffi/uniskip.cmake.")
+    endif()
+    string(REPLACE "${anchor}" "${replacement}" _new "${${content_var}}")
+    set(${content_var} "${_new}" PARENT_SCOPE)
+endfunction()
+
+# Writes `content` to `path` only when it differs, so a reconfigure rebuilds nothing.
+function(uniskip_write_if_changed path content)
+    if(EXISTS "${path}")
+        file(READ "${path}" _old)
+        if(_old STREQUAL content)
+            return()
+        endif()
+    endif()
+    file(WRITE "${path}" "${content}")
+endfunction()
+
+set(_UNISKIP_LOOP "for (int il = 0; il < n_layer; ++il) {")
+set(_UNISKIP_LAST "il == n_layer - 1")
+set(_UNISKIP_BUILDER "const llm_graph_params & params)")
+
+# Returns the hooked text of one model builder file in `out_var`, and whether it was hooked.
+# Only the loops after the first graph builder signature are edited: loops before it load
+# tensors.
+function(uniskip_hook_model_file content out_var hooked_var)
+    string(FIND "${content}" "${_UNISKIP_BUILDER}" _pos)
+    if(_pos EQUAL -1)
+        set(${out_var} "${content}" PARENT_SCOPE)
+        set(${hooked_var} FALSE PARENT_SCOPE)
+        return()
+    endif()
+    string(SUBSTRING "${content}" 0 ${_pos} _head)
+    string(SUBSTRING "${content}" ${_pos} -1 _tail)
+    string(FIND "${_tail}" "${_UNISKIP_LOOP}" _loop)
+    if(_loop EQUAL -1)
+        set(${out_var} "${content}" PARENT_SCOPE)
+        set(${hooked_var} FALSE PARENT_SCOPE)
+        return()
+    endif()
+    string(REPLACE "${_UNISKIP_LOOP}"
+        "${_UNISKIP_LOOP} if (uniskip_skip_layer(il)) { continue; }" _tail "${_tail}")
+    string(REPLACE "${_UNISKIP_LAST}" "il == uniskip_last_active_layer(n_layer)" _tail "${_tail}")
+    set(${out_var} "#include \"uniskip_hook.h\"\n${_head}${_tail}" PARENT_SCOPE)
+    set(${hooked_var} TRUE PARENT_SCOPE)
+endfunction()
+
+function(uniskip_apply_hook)
+    if(NOT TARGET llama)
+        message(FATAL_ERROR "uniskip: the llama target does not exist; cannot apply the hook.")
+    endif()
+    uniskip_ffi_revision(_rev)
+    # The cmake crate configures only once; this makes any change in ffi/ regenerate the
+    # build (new revision, new copies) when llama-cpp-sys-2's build script runs again.
+    # (GGML_UNISKIP_REV, a cached value, is only the stamp that makes it run again.)
+    file(GLOB _ffi_files "${UNISKIP_FFI_DIR}/*")
+    set_property(DIRECTORY "${CMAKE_SOURCE_DIR}" APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_ffi_files})
+
+    get_target_property(_src_dir llama SOURCE_DIR)
+    set(_copy_dir "${CMAKE_BINARY_DIR}/uniskip-src")
+
+    # Copy src/ (sources and headers), hooking model builders on the way.
+    file(GLOB_RECURSE _all RELATIVE "${_src_dir}" "${_src_dir}/*")
+    set(_hooked "")
+    foreach(_rel IN LISTS _all)
+        file(READ "${_src_dir}/${_rel}" _text)
+        if(_rel MATCHES "^models/.*\\.cpp$")
+            uniskip_hook_model_file("${_text}" _text _is_hooked)
+            if(_is_hooked)
+                list(APPEND _hooked "${_rel}")
+            endif()
+        elseif(_rel STREQUAL "llama-graph.h")
+            uniskip_edit(_text "${_rel}" "#pragma once\n"
+                "#pragma once\n#include \"uniskip_hook.h\"\n" "include the hook header")
+            uniskip_edit(_text "${_rel}" "    llm_graph_cb cb;\n\n    llm_graph_result * res;\n"
+                "    llm_graph_cb cb;\n\n    llm_graph_result * res;\n\n    // uniskip: the skip mask this graph is built under (empty: none)\n    std::vector<uint8_t> uniskip_mask = uniskip_current_mask();\n"
+                "add the mask to llm_graph_params")
+            uniskip_edit(_text "${_rel}" "            arch  == other.arch  &&\n"
+                "            arch  == other.arch  &&\n            uniskip_mask == other.uniskip_mask &&\n"
+                "compare masks in allow_reuse")
+        endif()
+        uniskip_write_if_changed("${_copy_dir}/${_rel}" "${_text}")
+    endforeach()
+
+    # The architectures the tests verify must be hooked, or the build is wrong.
+    foreach(_required IN ITEMS models/llama.cpp models/gemma3.cpp)
+        if(NOT _required IN_LIST _hooked)
+            message(FATAL_ERROR
+                "uniskip: anchor '${_UNISKIP_LOOP}' not found after '${_UNISKIP_BUILDER}' in "
+                "${_required} (edit: skip blocks in the layer loop).")
+        endif()
+    endforeach()
+    list(LENGTH _hooked _n_hooked)
+    message(STATUS "uniskip: hook ${_rev} applied to ${_n_hooked} model builders")
+
+    # Point the target at the copies, keeping each source's unity-build exclusion.
+    get_target_property(_sources llama SOURCES)
+    set(_new_sources "")
+    set(_skip_unity "")
+    foreach(_s IN LISTS _sources)
+        if(IS_ABSOLUTE "${_s}")
+            set(_abs "${_s}")
+        else()
+            get_filename_component(_abs "${_src_dir}/${_s}" ABSOLUTE)
+        endif()
+        file(RELATIVE_PATH _rel "${_src_dir}" "${_abs}")
+        if(_rel MATCHES "^\\.\\.")
+            set(_new "${_abs}")
+        else()
+            set(_new "${_copy_dir}/${_rel}")
+        endif()
+        get_source_file_property(_skip "${_abs}" TARGET_DIRECTORY llama SKIP_UNITY_BUILD_INCLUSION)
+        if(_skip)
+            list(APPEND _skip_unity "${_new}")
+        endif()
+        list(APPEND _new_sources "${_new}")
+    endforeach()
+    list(APPEND _new_sources "${UNISKIP_FFI_DIR}/uniskip_hook.cpp")
+    list(APPEND _skip_unity "${UNISKIP_FFI_DIR}/uniskip_hook.cpp")
+    set_target_properties(llama PROPERTIES SOURCES "${_new_sources}")
+    set_source_files_properties(${_skip_unity} TARGET_DIRECTORY llama
+        PROPERTIES SKIP_UNITY_BUILD_INCLUSION ON)
+    set_source_files_properties("${UNISKIP_FFI_DIR}/uniskip_hook.cpp" TARGET_DIRECTORY llama
+        PROPERTIES COMPILE_DEFINITIONS "UNISKIP_HOOK_REV=${_rev}")
+
+    get_target_property(_incs llama INCLUDE_DIRECTORIES)
+    set(_new_incs "${UNISKIP_FFI_DIR}")
+    foreach(_inc IN LISTS _incs)
+        # Entries may be spelled `<src>/.`: compare normalized paths.
+        cmake_path(NORMAL_PATH _inc OUTPUT_VARIABLE _inc_norm)
+        cmake_path(NORMAL_PATH _src_dir OUTPUT_VARIABLE _src_norm)
+        string(REGEX REPLACE "/$" "" _inc_norm "${_inc_norm}")
+        string(REGEX REPLACE "/$" "" _src_norm "${_src_norm}")
+        if(_inc_norm STREQUAL _src_norm)
+            list(APPEND _new_incs "${_copy_dir}")
+        else()
+            list(APPEND _new_incs "${_inc}")
+        endif()
+    endforeach()
+    set_target_properties(llama PROPERTIES INCLUDE_DIRECTORIES "${_new_incs}")
+endfunction()
+
+cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL uniskip_apply_hook)

@@ -1,0 +1,45 @@
+# uniskip tasks. One cargo profile (release) for binaries, tests and benches, so llama.cpp
+# is built once.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+cargo := "cargo"
+release := "--release --locked"
+
+# Chat with the default model (fetched on first use).
+default: chat
+
+# Interactive chat on the default model; extra flags go to `uniskip run`.
+chat *FLAGS: build
+    ./target/release/uniskip run --chat -p "Explain in three sentences why the sky is blue." {{FLAGS}}
+
+# Build the binary (llama.cpp with the skip hook included).
+build:
+    {{cargo}} build {{release}}
+
+# Fetch the default model, the test models and the text corpus into the cache.
+model: build
+    ./target/release/uniskip fetch all
+
+# One generation, e.g. `just run -p "Once upon a time" --speedup 1.5`.
+run *FLAGS: build
+    ./target/release/uniskip run {{FLAGS}}
+
+# Every test, on the real models (fetched first).
+test: model
+    {{cargo}} test {{release}} -- --test-threads 2
+
+# Decode speed: no mask vs full depth through the hook vs skip masks (2 threads).
+bench *FLAGS: build
+    ./target/release/uniskip bench --threads 2 --rounds 7 --tokens 96 --speedup 1.5 --speedup 2 --skip-layers 8-22 {{FLAGS}}
+
+# Format and lint as CI expects.
+check:
+    {{cargo}} fmt --check
+    {{cargo}} clippy {{release}} --all-targets -- -D warnings
+
+# Print the hook revision of ffi/ and write it into .cargo/config.toml (after editing ffi/).
+hook-rev:
+    rev=$(cd ffi && for f in $(ls | LC_ALL=C sort); do [ -f "$f" ] && echo "$f $(sha256sum "$f" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16); \
+    sed -i "s/^GGML_UNISKIP_REV = .*/GGML_UNISKIP_REV = \"$rev\"/" .cargo/config.toml; \
+    echo "$rev"

@@ -1,0 +1,3 @@
+//! Benchmarks: decode speed of masks measured on the running machine.
+
+pub mod speed;

@@ -1,0 +1,189 @@
+//! Flags shared by the commands that load a model and generate.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::engine::{ContextOptions, ModelOptions, PrefillPolicy, Sampling};
+use crate::skip::{Depth, Mask, Strategy, StrategySpec, plan};
+
+/// Which model to load and how to run it.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// GGUF file, or a catalog name (`smollm2`, `gemma3`); default: smollm2, fetched on
+    /// first use.
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// CPU threads [default: all cores].
+    #[arg(short = 't', long, value_name = "T", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Context size in tokens (all sequences together).
+    #[arg(short = 'c', long = "ctx", value_name = "C", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub ctx: u32,
+    /// Layers to offload to the GPU (builds with --features cuda, metal or vulkan).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub gpu_layers: u32,
+}
+
+impl ModelArgs {
+    /// The model file to load: a path, a catalog name, or the default model.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        Ok(crate::models::ensure(
+            self.model.as_deref(),
+            crate::models::Progress::Stderr,
+        )?)
+    }
+
+    /// Options for loading the model.
+    pub fn model_options(&self) -> ModelOptions {
+        ModelOptions {
+            gpu_layers: self.gpu_layers,
+        }
+    }
+
+    /// Options for a context with `n_seq` parallel sequences.
+    pub fn context_options(&self, n_seq: u32) -> ContextOptions {
+        let mut options = ContextOptions {
+            n_ctx: self.ctx,
+            n_seq,
+            ..ContextOptions::default()
+        };
+        if let Some(t) = self.threads {
+            options.threads = i32::from(t);
+        }
+        options.n_batch = options.n_batch.min(self.ctx);
+        options
+    }
+}
+
+/// Which blocks to skip.
+#[derive(Debug, Clone, Args)]
+pub struct SkipArgs {
+    /// Target speedup R >= 1: keep floor(L/R) of the model's L blocks (1 = full depth).
+    #[arg(short = 's', long, value_name = "R", default_value_t = 1.0)]
+    pub speedup: f64,
+    /// How the kept blocks are placed: unified (the paper: first and last kept, the rest
+    /// evenly spaced), early-exit, skipdecode, block, random.
+    #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Skip exactly these blocks instead, e.g. `10-19,22` (0-based, inclusive ranges).
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["speedup", "strategy"])]
+    pub skip_layers: Option<String>,
+    /// Which blocks the prompt runs through: full (all; the paper's rule) or masked.
+    #[arg(long, value_enum, value_name = "P", default_value_t = PrefillPolicy::Full)]
+    pub prefill: PrefillPolicy,
+}
+
+fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
+    let strategy: Strategy = s.parse().map_err(|e: crate::skip::ParseNameError| e.to_string())?;
+    if strategy == Strategy::Manual {
+        return Err("use --skip-layers LIST to name the skipped blocks".into());
+    }
+    Ok(strategy)
+}
+
+/// A resolved skip plan: the strategy with its parameters and the depth to reach.
+#[derive(Debug, Clone)]
+pub struct SkipPlan {
+    /// The strategy and its parameters.
+    pub spec: StrategySpec,
+    /// The target depth.
+    pub depth: Depth,
+    /// The model's block count.
+    pub n_layer: usize,
+}
+
+impl SkipPlan {
+    /// The mask of decode step `step`.
+    pub fn mask(&self, step: usize) -> Mask {
+        plan(&self.spec, self.n_layer, self.depth, step).expect("validated when the plan was made")
+    }
+
+    /// The target speedup the plan was made for (block count ratio for manual masks).
+    pub fn target(&self) -> f64 {
+        match self.depth {
+            Depth::Ratio(r) => r,
+            Depth::Kept(k) => self.n_layer as f64 / k as f64,
+        }
+    }
+}
+
+impl SkipArgs {
+    /// Plans for a model with `n_layer` blocks; `planned_len` is SkipDecode's ramp length,
+    /// `seed` the random strategy's seed.
+    pub fn plan(&self, n_layer: usize, planned_len: usize, seed: u64) -> Result<SkipPlan> {
+        let (spec, depth) = if let Some(list) = &self.skip_layers {
+            let mask = Mask::from_skip_list(list, n_layer)
+                .with_context(|| format!("--skip-layers {list}"))?;
+            let kept = mask.n_active();
+            (StrategySpec::Manual { mask }, Depth::Kept(kept.max(2).min(n_layer)))
+        } else {
+            let spec = match self.strategy {
+                Strategy::SkipDecode => StrategySpec::SkipDecode {
+                    planned_len: planned_len.max(1),
+                },
+                Strategy::Random => StrategySpec::Random { seed },
+                other => StrategySpec::default_for(other).expect("not manual"),
+            };
+            (spec, Depth::Ratio(self.speedup))
+        };
+        let plan = SkipPlan {
+            spec,
+            depth,
+            n_layer,
+        };
+        if let Err(e) = crate::skip::plan(&plan.spec, n_layer, depth, 0) {
+            bail!("--speedup {}: {e}", self.speedup);
+        }
+        Ok(plan)
+    }
+}
+
+/// Sampling flags.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy (deterministic).
+    #[arg(long = "temp", value_name = "T", default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, value_name = "K", default_value_t = 40)]
+    pub top_k: i32,
+    /// Nucleus sampling: keep tokens up to this cumulative probability (1 = off).
+    #[arg(long, value_name = "P", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the best token's probability (0 = off).
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty on recently generated tokens (1 = off).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, value_name = "S", default_value_t = 42)]
+    pub seed: u32,
+}
+
+impl SamplingArgs {
+    /// The engine's sampling settings.
+    pub fn sampling(&self) -> Result<Sampling> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            bail!("--temp must be a number >= 0, got {}", self.temperature);
+        }
+        if !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
+            bail!("--top-p and --min-p must be between 0 and 1");
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            bail!("--repeat-penalty must be > 0 (1 = off), got {}", self.repeat_penalty);
+        }
+        Ok(Sampling {
+            temperature: self.temperature,
+            top_k: self.top_k.max(0),
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: 64,
+            seed: self.seed,
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! The command line: one module per subcommand, shared flags in [`args`].
+
+pub mod args;
+pub mod bench;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Run quantized GGUF models faster by skipping transformer blocks (Unified Layer Skipping).
+///
+/// Given a target speedup R, uniskip keeps floor(L/R) of the model's L blocks (always the
+/// first and the last, the rest evenly spaced) for every generated token. The prompt runs
+/// at full depth, so the K/V cache stays complete, and batching keeps working.
+#[derive(Debug, Parser)]
+#[command(name = "uniskip", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt, skipping blocks.
+    Run(run::RunArgs),
+    /// Measure decode speed under masks (interleaved rounds, medians).
+    Bench(bench::BenchArgs),
+    /// Download a catalog model (or all) into the local cache.
+    Fetch(FetchArgs),
+}
+
+/// `uniskip fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Catalog names (smollm2, gemma3, shakespeare) or `all`; default: smollm2.
+    pub names: Vec<String>,
+    /// List the catalog and what is cached instead.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Runs `uniskip fetch`.
+pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    use crate::models;
+    if args.list {
+        for entry in models::list()? {
+            println!("{entry}");
+        }
+        return Ok(());
+    }
+    let names: Vec<String> = if args.names.is_empty() {
+        vec!["smollm2".into()]
+    } else if args.names.iter().any(|n| n == "all") {
+        models::list()?.into_iter().map(|l| l.entry.name.clone()).collect()
+    } else {
+        args.names.clone()
+    };
+    for name in names {
+        let path = models::fetch(&name, models::Progress::Stderr)?;
+        println!("{name}: {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! Generation: prefill, then decode step by step under a mask schedule, sampling with
+//! llama.cpp's sampler chain and streaming valid UTF-8.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
+use serde::Serialize;
+
+use super::error::{EngineError, Result};
+use super::session::{BatchToken, Session};
+use crate::skip::Mask;
+
+/// Sampling settings. `temperature <= 0` means greedy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature; 0 or less picks the most likely token.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: off).
+    pub top_k: i32,
+    /// Nucleus sampling threshold (1: off).
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the top probability (0: off).
+    pub min_p: f32,
+    /// Penalty for repeating recent tokens (1: off).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: i32,
+    /// Seed of the random choice.
+    pub seed: u32,
+}
+
+impl Sampling {
+    /// Greedy decoding: deterministic, what the oracles compare.
+    pub fn greedy() -> Self {
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
+    }
+
+    fn chain(&self, n_vocab: i32) -> LlamaSampler {
+        let mut stages = Vec::new();
+        if self.repeat_penalty != 1.0 {
+            stages.push(LlamaSampler::penalties(
+                n_vocab,
+                self.repeat_last_n,
+                self.repeat_penalty,
+                0.0,
+                0.0,
+            ));
+        }
+        if self.temperature <= 0.0 {
+            stages.push(LlamaSampler::greedy());
+        } else {
+            if self.top_k > 0 {
+                stages.push(LlamaSampler::top_k(self.top_k));
+            }
+            if self.top_p < 1.0 {
+                stages.push(LlamaSampler::top_p(self.top_p, 1));
+            }
+            if self.min_p > 0.0 {
+                stages.push(LlamaSampler::min_p(self.min_p, 1));
+            }
+            stages.push(LlamaSampler::temp(self.temperature));
+            stages.push(LlamaSampler::dist(self.seed));
+        }
+        LlamaSampler::chain_simple(stages)
+    }
+}
+
+/// Which blocks the prompt runs through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefillPolicy {
+    /// Every block (the paper's rule: the prompt's K/V stays complete).
+    #[default]
+    Full,
+    /// The same mask as the first generated token.
+    Masked,
+}
+
+/// Why a sequence stopped generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// The token limit was reached.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+    /// The caller asked to stop.
+    Stopped,
+}
+
+/// A piece of streamed text.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    /// The sequence it belongs to.
+    pub seq: usize,
+    /// Whole UTF-8 characters (possibly empty while a character is incomplete).
+    pub text: &'a str,
+    /// Generation step it came from (0-based).
+    pub step: usize,
+}
+
+/// What a generation produced and what it cost, from the engine's own clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// Generated text per sequence.
+    pub texts: Vec<String>,
+    /// Generated token ids per sequence.
+    #[serde(skip)]
+    pub tokens: Vec<Vec<LlamaToken>>,
+    /// Why each sequence stopped.
+    pub stop: Vec<StopReason>,
+    /// Prompt tokens processed (all sequences; cached prefixes excluded).
+    pub prompt_tokens: usize,
+    /// Time spent on the prompt.
+    pub prefill_time: Duration,
+    /// Tokens generated (all sequences).
+    pub generated_tokens: usize,
+    /// Time spent generating (decode steps, sampling included, repairs excluded).
+    pub decode_time: Duration,
+    /// Tokens re-run to repair the cache during this generation.
+    pub repair_tokens: u64,
+    /// Time spent on those repairs.
+    pub repair_time: Duration,
+}
+
+impl Generation {
+    /// Prompt tokens per second.
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        rate(self.prompt_tokens, self.prefill_time)
+    }
+    /// Generated tokens per second.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        rate(self.generated_tokens, self.decode_time)
+    }
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    if t.is_zero() { 0.0 } else { n as f64 / t.as_secs_f64() }
+}
+
+/// Assembles token bytes into whole UTF-8 characters.
+#[derive(Debug, Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Adds bytes and returns the complete characters now available; invalid bytes become
+    /// U+FFFD, an incomplete character at the end waits for the next call.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + bad);
+                        }
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left at the end, lossily.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+/// A generation request: one prompt per sequence, all decoded together.
+pub struct Request<'a> {
+    /// Full token sequences per sequence id (0..n). A prefix already in the cache is reused.
+    pub prompts: &'a [Vec<LlamaToken>],
+    /// Most tokens generated per sequence.
+    pub max_tokens: usize,
+    /// Which blocks the prompt runs through.
+    pub prefill: PrefillPolicy,
+    /// Sampling settings (each sequence gets its own chain, seeded `seed + seq`).
+    pub sampling: &'a Sampling,
+}
+
+/// Generates for every prompt at once. `mask_for_step(step)` gives the mask of decode step
+/// `step` (read once per step, so a change applies from the next decode call);
+/// `on_piece` receives streamed text and may stop the generation.
+pub fn generate(
+    session: &mut Session<'_>,
+    request: &Request<'_>,
+    mask_for_step: &mut dyn FnMut(usize) -> Mask,
+    on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> Result<Generation> {
+    let n = request.prompts.len();
+    if n == 0 || n > session.n_seq() {
+        return Err(EngineError::BadSequence {
+            seq: n as i32,
+            n_seq: session.n_seq(),
+        });
+    }
+    let model = session.model();
+    let total_prompt: usize = request.prompts.iter().map(Vec::len).sum();
+    if total_prompt >= session.n_ctx() {
+        return Err(EngineError::PromptTooLong {
+            tokens: total_prompt,
+            n_ctx: session.n_ctx(),
+        });
+    }
+    let repair_before = session.repair_stats();
+    let first_mask = mask_for_step(0);
+    let full = Mask::full(model.n_layer());
+    let prefill_mask = match request.prefill {
+        PrefillPolicy::Full => &full,
+        PrefillPolicy::Masked => &first_mask,
+    };
+
+    // Prefill: reuse each sequence's cached common prefix; run the rest but the last token
+    // without logits, then every sequence's last prompt token together in one batch, whose
+    // logits give the first generated tokens.
+    let prefill_start = Instant::now();
+    let mut prompt_tokens = 0;
+    let mut samplers: Vec<LlamaSampler> = Vec::with_capacity(n);
+    let mut last_tokens = Vec::with_capacity(n);
+    for (seq, prompt) in request.prompts.iter().enumerate() {
+        let Some((&last, _)) = prompt.split_last() else {
+            return Err(EngineError::Tokenize("empty prompt".into()));
+        };
+        let cached = session.tokens(seq as i32)?;
+        let common = cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| **a == b.0)
+            .count()
+            .min(prompt.len() - 1);
+        session.truncate(seq as i32, common)?;
+        let fresh = &prompt[common..prompt.len() - 1];
+        prompt_tokens += fresh.len() + 1;
+        session.prefill(seq as i32, fresh, Some(prefill_mask))?;
+        last_tokens.push(BatchToken {
+            seq: seq as i32,
+            token: last,
+            logits: true,
+        });
+        let mut sampling = request.sampling.clone();
+        sampling.seed = sampling.seed.wrapping_add(seq as u32);
+        let mut chain = sampling.chain(model.n_vocab() as i32);
+        chain.accept_many(prompt.iter());
+        samplers.push(chain);
+    }
+    let mut logit_index = session.decode(&last_tokens, Some(prefill_mask))?;
+    let prefill_time = prefill_start.elapsed();
+
+    let mut out = Generation {
+        texts: vec![String::new(); n],
+        tokens: vec![Vec::new(); n],
+        stop: vec![StopReason::MaxTokens; n],
+        prompt_tokens,
+        prefill_time,
+        generated_tokens: 0,
+        decode_time: Duration::ZERO,
+        repair_tokens: 0,
+        repair_time: Duration::ZERO,
+    };
+    let mut streams: Vec<Utf8Stream> = (0..n).map(|_| Utf8Stream::default()).collect();
+    let mut live: Vec<bool> = vec![true; n];
+    let decode_start = Instant::now();
+    let mut repair_seen = repair_before;
+
+    let mut step = 0;
+    let mut stopped = false;
+    loop {
+        // Sample one token per live sequence from the logits of the previous decode.
+        let mut batch = Vec::with_capacity(n);
+        for seq in 0..n {
+            if !live[seq] {
+                continue;
+            }
+            let token = samplers[seq].sample(session.context(), logit_index[seq] as i32);
+            if model.is_end_of_generation(token) {
+                live[seq] = false;
+                out.stop[seq] = StopReason::EndOfGeneration;
+                continue;
+            }
+            out.tokens[seq].push(token);
+            out.generated_tokens += 1;
+            let text = streams[seq].push(&model.token_bytes(token));
+            out.texts[seq].push_str(&text);
+            if on_piece(Piece { seq, text: &text, step }).is_break() {
+                stopped = true;
+            }
+            if out.tokens[seq].len() >= request.max_tokens {
+                live[seq] = false;
+                out.stop[seq] = StopReason::MaxTokens;
+                continue;
+            }
+            batch.push(BatchToken {
+                seq: seq as i32,
+                token,
+                logits: true,
+            });
+        }
+        if stopped {
+            for seq in 0..n {
+                if live[seq] {
+                    out.stop[seq] = StopReason::Stopped;
+                }
+            }
+            break;
+        }
+        if batch.is_empty() {
+            break;
+        }
+        if session.n_cached() + batch.len() > session.n_ctx() {
+            for t in &batch {
+                out.stop[t.seq as usize] = StopReason::ContextFull;
+            }
+            break;
+        }
+        step += 1;
+        let mask = mask_for_step(step);
+        let indices = session.decode(&batch, Some(&mask))?;
+        for (t, i) in batch.iter().zip(indices) {
+            logit_index[t.seq as usize] = i;
+        }
+        let repair_now = session.repair_stats();
+        out.repair_tokens += repair_now.tokens - repair_seen.tokens;
+        out.repair_time += repair_now.time - repair_seen.time;
+        repair_seen = repair_now;
+    }
+    for seq in 0..n {
+        let rest = streams[seq].finish();
+        if !rest.is_empty() {
+            out.texts[seq].push_str(&rest);
+            let _ = on_piece(Piece { seq, text: &rest, step });
+        }
+    }
+    out.decode_time = decode_start.elapsed().saturating_sub(out.repair_time);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stream_holds_back_a_character_split_across_tokens() {
+        let mut s = Utf8Stream::default();
+        let bytes = "é🦀".as_bytes();
+        assert_eq!(s.push(&bytes[..1]), "");
+        assert_eq!(s.push(&bytes[1..3]), "é");
+        assert_eq!(s.push(&bytes[3..]), "🦀");
+        assert_eq!(s.finish(), "");
+    }
+
+    #[test]
+    fn utf8_stream_replaces_invalid_bytes_and_goes_on() {
+        let mut s = Utf8Stream::default();
+        assert_eq!(s.push(b"a\xffb"), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn utf8_stream_flushes_an_incomplete_tail_lossily() {
+        let mut s = Utf8Stream::default();
+        assert_eq!(s.push(&[0xF0, 0x9F]), "");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+}

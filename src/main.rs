@@ -1,0 +1,24 @@
+//! The `uniskip` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use uniskip::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => uniskip::cli::run::run(args),
+        Command::Bench(args) => uniskip::cli::bench::run(args),
+        Command::Fetch(args) => uniskip::cli::fetch(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", causes.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
