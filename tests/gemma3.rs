@@ -12,13 +12,22 @@ fn gemma3_generates_under_a_unified_mask_and_the_mask_changes_its_output() {
     assert_eq!(model.architecture(), "gemma3");
     assert_eq!(model.n_layer(), 18);
     assert!(!model.has_chat_template());
-    let prompt = vec![model.tokenize("The three primary colours are", true).unwrap()];
+    let prompt = vec![
+        model
+            .tokenize("The three primary colours are", true)
+            .unwrap(),
+    ];
     let sampling = Sampling::greedy();
-    let mut run = |mask: uniskip::skip::Mask| {
+    let run = |mask: uniskip::skip::Mask| {
         let mut session = model.session(&ctx(1)).unwrap();
         generate(
             &mut session,
-            &Request { prompts: &prompt, max_tokens: 12, prefill: PrefillPolicy::Full, sampling: &sampling },
+            &Request {
+                prompts: &prompt,
+                max_tokens: 12,
+                prefill: PrefillPolicy::Full,
+                sampling: &sampling,
+            },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),
         )
@@ -31,14 +40,19 @@ fn gemma3_generates_under_a_unified_mask_and_the_mask_changes_its_output() {
     assert_eq!(masked.generated_tokens, masked.tokens[0].len());
     assert!(masked.generated_tokens > 0, "nothing generated");
     assert!(!full.texts[0].is_empty());
-    assert_ne!(full.tokens[0], masked.tokens[0], "skipping 6 of 18 blocks changed nothing");
+    assert_ne!(
+        full.tokens[0], masked.tokens[0],
+        "skipping 6 of 18 blocks changed nothing"
+    );
 }
 
 #[test]
 fn gemma3_switch_and_repair_match_a_fresh_context() {
     let model = load("gemma3");
     let n = model.n_layer();
-    let tokens = model.tokenize("Once upon a time, in a small village,", true).unwrap();
+    let tokens = model
+        .tokenize("Once upon a time, in a small village,", true)
+        .unwrap();
     let m1 = skipping(n, &[3, 6, 9, 12]);
     let m2 = skipping(n, &[4, 8, 13]);
     let follow = model.tokenize(" there lived an old baker", false).unwrap();

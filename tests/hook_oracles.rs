@@ -19,7 +19,8 @@ fn skipping_blocks_at_run_time_equals_the_file_llama_cpp_writes_without_them() {
     let pruned_blocks = [3, 7, 11, 12, 13, 20, 26];
     let dir = tempfile::tempdir().unwrap();
     let pruned_path = dir.path().join("pruned.gguf");
-    write_pruned_model(&path, &pruned_path, &pruned_blocks).expect("llama.cpp writes the pruned file");
+    write_pruned_model(&path, &pruned_path, &pruned_blocks)
+        .expect("llama.cpp writes the pruned file");
     let pruned = Model::load(&pruned_path, &ModelOptions::default()).unwrap();
     assert_eq!(pruned.n_layer(), model.n_layer() - pruned_blocks.len());
 
@@ -32,7 +33,10 @@ fn skipping_blocks_at_run_time_equals_the_file_llama_cpp_writes_without_them() {
     let want = decode_all(&mut reference, &tokens, None);
     for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
         let diff = max_abs_diff(g, w);
-        assert!(diff <= PRUNE_TOLERANCE, "position {pos}: logits differ by {diff}");
+        assert!(
+            diff <= PRUNE_TOLERANCE,
+            "position {pos}: logits differ by {diff}"
+        );
     }
     // And token by token, through the K/V cache of the skipped model.
     let (mut a, mut b) = (argmax(got.last().unwrap()), argmax(want.last().unwrap()));
@@ -41,7 +45,10 @@ fn skipping_blocks_at_run_time_equals_the_file_llama_cpp_writes_without_them() {
         let g = step(&mut skipped, a, Some(&mask));
         let w = step(&mut reference, b, None);
         let diff = max_abs_diff(&g, &w);
-        assert!(diff <= PRUNE_TOLERANCE, "decode step {i}: logits differ by {diff}");
+        assert!(
+            diff <= PRUNE_TOLERANCE,
+            "decode step {i}: logits differ by {diff}"
+        );
         (a, b) = (argmax(&g), argmax(&w));
     }
 }
@@ -84,7 +91,11 @@ fn a_mask_switch_takes_effect_at_once_and_matches_a_fresh_context() {
     }
     // Same graph shape (one token), new mask: the logits must come from m2's graph.
     let after_switch = step(&mut live, follow[3], Some(&m2));
-    assert_eq!(live.repair_stats().tokens, 0, "m2 needs no block m1 skipped");
+    assert_eq!(
+        live.repair_stats().tokens,
+        0,
+        "m2 needs no block m1 skipped"
+    );
 
     let mut fresh = model.session(&ctx(1)).unwrap();
     decode_all(&mut fresh, body, None);
@@ -102,8 +113,14 @@ fn a_mask_switch_takes_effect_at_once_and_matches_a_fresh_context() {
         step(&mut other, follow[3], Some(&m1))
     };
     let want = step(&mut fresh, follow[3], Some(&m2));
-    assert_eq!(after_switch, want, "state differs from a fresh context with the same masks");
-    assert!(max_abs_diff(&after_switch, &under_m1) > 1e-2, "the switch did not change the graph");
+    assert_eq!(
+        after_switch, want,
+        "state differs from a fresh context with the same masks"
+    );
+    assert!(
+        max_abs_diff(&after_switch, &under_m1) > 1e-2,
+        "the switch did not change the graph"
+    );
 }
 
 #[test]
@@ -121,7 +138,11 @@ fn switching_to_a_mask_that_needs_skipped_blocks_repairs_and_matches_a_fresh_con
         step(&mut live, t, Some(&m1));
     }
     let got = step(&mut live, follow[3], Some(&m2));
-    assert_eq!(live.repair_stats().tokens, 3, "the three tokens run under m1 are re-run");
+    assert_eq!(
+        live.repair_stats().tokens,
+        3,
+        "the three tokens run under m1 are re-run"
+    );
 
     // The oracle: positions under m1 were re-run under m2, so a fresh context sees the
     // prompt at full depth and everything after it under m2.
@@ -129,7 +150,11 @@ fn switching_to_a_mask_that_needs_skipped_blocks_repairs_and_matches_a_fresh_con
     decode_all(&mut fresh, &tokens, None);
     decode_all(&mut fresh, &follow[..3], Some(&m2));
     let want = step(&mut fresh, follow[3], Some(&m2));
-    assert!(max_abs_diff(&got, &want) <= 1e-4, "repaired state differs by {}", max_abs_diff(&got, &want));
+    assert!(
+        max_abs_diff(&got, &want) <= 1e-4,
+        "repaired state differs by {}",
+        max_abs_diff(&got, &want)
+    );
 }
 
 #[test]
@@ -150,11 +175,17 @@ fn a_full_depth_turn_after_a_skipped_reply_equals_a_fresh_full_prefill_of_the_tr
     }
     let turn = model.tokenize(" Then the keeper said", false).unwrap();
     let got = decode_all(&mut chat, &turn, Some(&full)).pop().unwrap();
-    assert_eq!(chat.repair_stats().tokens, 6, "the skipped reply is re-run once");
+    assert_eq!(
+        chat.repair_stats().tokens,
+        6,
+        "the skipped reply is re-run once"
+    );
 
     let transcript: Vec<_> = prompt.iter().chain(&reply).chain(&turn).copied().collect();
     let mut fresh = model.session(&ctx(1)).unwrap();
-    let want = decode_all(&mut fresh, &transcript, Some(&full)).pop().unwrap();
+    let want = decode_all(&mut fresh, &transcript, Some(&full))
+        .pop()
+        .unwrap();
     let diff = max_abs_diff(&got, &want);
     assert!(diff <= 1e-3, "logits differ by {diff}");
 }
@@ -178,7 +209,12 @@ fn four_sequences_decoded_together_give_each_ones_greedy_tokens_alone() {
         let mut session = model.session(&ctx(prompts.len() as u32)).unwrap();
         generate(
             &mut session,
-            &Request { prompts, max_tokens: 16, prefill: PrefillPolicy::Full, sampling: &sampling },
+            &Request {
+                prompts,
+                max_tokens: 16,
+                prefill: PrefillPolicy::Full,
+                sampling: &sampling,
+            },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),
         )
@@ -210,7 +246,10 @@ fn early_exit_masks_that_skip_the_top_block_give_logits_of_the_right_shape() {
             assert_eq!(row.len(), model.n_vocab());
             assert!(row.iter().all(|x| x.is_finite()));
         }
-        assert!(max_abs_diff(rows.last().unwrap(), full.last().unwrap()) > 1e-2, "kept {kept}: no effect");
+        assert!(
+            max_abs_diff(rows.last().unwrap(), full.last().unwrap()) > 1e-2,
+            "kept {kept}: no effect"
+        );
         // Decode steps too: a single output row selected in the last active block.
         let row = step(&mut s, argmax(rows.last().unwrap()), Some(&mask));
         assert_eq!(row.len(), model.n_vocab());
@@ -222,9 +261,16 @@ fn a_mask_of_the_wrong_length_is_refused() {
     let model = load(SMOLLM2);
     let mut s = model.session(&ctx(1)).unwrap();
     let tokens = model.tokenize("Hello", true).unwrap();
-    let batch = [uniskip::engine::BatchToken { seq: 0, token: tokens[0], logits: true }];
+    let batch = [uniskip::engine::BatchToken {
+        seq: 0,
+        token: tokens[0],
+        logits: true,
+    }];
     let wrong = Mask::full(model.n_layer() + 1);
-    assert!(matches!(s.decode(&batch, Some(&wrong)), Err(EngineError::MaskLength { .. })));
+    assert!(matches!(
+        s.decode(&batch, Some(&wrong)),
+        Err(EngineError::MaskLength { .. })
+    ));
 }
 
 #[test]

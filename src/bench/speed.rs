@@ -37,7 +37,11 @@ impl Measurement {
     /// Lowest and highest tokens/s over the rounds.
     pub fn spread(&self) -> (f64, f64) {
         let lo = self.rounds.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = self.rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let hi = self
+            .rounds
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         (lo, hi)
     }
 }
@@ -50,12 +54,21 @@ pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
 }
 
 /// Decodes `steps` tokens for each of the session's sequences under `mask` after a
 /// full-depth prefill of `prompt`, and returns the decode time.
-pub fn time_decode(session: &mut Session<'_>, prompt: &[LlamaToken], steps: usize, mask: Option<&Mask>) -> Result<Duration> {
+pub fn time_decode(
+    session: &mut Session<'_>,
+    prompt: &[LlamaToken],
+    steps: usize,
+    mask: Option<&Mask>,
+) -> Result<Duration> {
     session.clear();
     let n_seq = session.n_seq();
     let full = Mask::full(session.model().n_layer());
@@ -84,7 +97,10 @@ fn argmax(logits: &[f32]) -> LlamaToken {
     let (best, _) = logits
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc });
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc },
+        );
     LlamaToken(best as i32)
 }
 

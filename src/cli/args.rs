@@ -77,7 +77,9 @@ pub struct SkipArgs {
 }
 
 fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
-    let strategy: Strategy = s.parse().map_err(|e: crate::skip::ParseNameError| e.to_string())?;
+    let strategy: Strategy = s
+        .parse()
+        .map_err(|e: crate::skip::ParseNameError| e.to_string())?;
     if strategy == Strategy::Manual {
         return Err("use --skip-layers LIST to name the skipped blocks".into());
     }
@@ -118,7 +120,10 @@ impl SkipArgs {
             let mask = Mask::from_skip_list(list, n_layer)
                 .with_context(|| format!("--skip-layers {list}"))?;
             let kept = mask.n_active();
-            (StrategySpec::Manual { mask }, Depth::Kept(kept.max(2).min(n_layer)))
+            (
+                StrategySpec::Manual { mask },
+                Depth::Kept(kept.max(2).min(n_layer)),
+            )
         } else {
             let spec = match self.strategy {
                 Strategy::SkipDecode => StrategySpec::SkipDecode {
@@ -174,7 +179,10 @@ impl SamplingArgs {
             bail!("--top-p and --min-p must be between 0 and 1");
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            bail!("--repeat-penalty must be > 0 (1 = off), got {}", self.repeat_penalty);
+            bail!(
+                "--repeat-penalty must be > 0 (1 = off), got {}",
+                self.repeat_penalty
+            );
         }
         Ok(Sampling {
             temperature: self.temperature,

@@ -13,12 +13,14 @@ use crate::skip::{Depth, Mask, StrategySpec, plan};
 
 /// Measure decode tokens/s: no mask, full depth through the hook, and skip masks.
 #[derive(Debug, Args)]
-#[command(after_help = "Every configuration decodes the same number of tokens after the same \
+#[command(
+    after_help = "Every configuration decodes the same number of tokens after the same \
 full-depth prefill; rounds are interleaved (the order rotates) and medians are reported with \
 the spread. Ratios compare configurations measured in this run only.
 
 Example:
-  uniskip bench --threads 2 --speedup 1.5 --speedup 2 --skip-layers 8-22")]
+  uniskip bench --threads 2 --speedup 1.5 --speedup 2 --skip-layers 8-22"
+)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -68,7 +70,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         });
     }
     for list in &args.skip_layers {
-        let mask = Mask::from_skip_list(list, n_layer).with_context(|| format!("--skip-layers {list}"))?;
+        let mask =
+            Mask::from_skip_list(list, n_layer).with_context(|| format!("--skip-layers {list}"))?;
         configs.push(Config {
             label: format!("skip {list}"),
             mask: Some(mask),
@@ -76,7 +79,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let prompt = model.tokenize(PROMPT, true)?;
     let mut options = args.model.context_options(args.batch);
-    options.n_ctx = options.n_ctx.max((prompt.len() as u32 + args.tokens + 8) * args.batch);
+    options.n_ctx = options
+        .n_ctx
+        .max((prompt.len() as u32 + args.tokens + 8) * args.batch);
     let mut session = model.session(&options)?;
     let threads = options.threads;
     let tty = std::io::stderr().is_terminal();
@@ -140,7 +145,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.tokens,
         args.rounds
     )?;
-    writeln!(out, "| configuration | active blocks | decode tok/s (median) | min..max | vs no mask |")?;
+    writeln!(
+        out,
+        "| configuration | active blocks | decode tok/s (median) | min..max | vs no mask |"
+    )?;
     writeln!(out, "|---|---|---|---|---|")?;
     for m in &results {
         let (lo, hi) = m.spread();

@@ -51,7 +51,10 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let names: Vec<String> = if args.names.is_empty() {
         vec!["smollm2".into()]
     } else if args.names.iter().any(|n| n == "all") {
-        models::list()?.into_iter().map(|l| l.entry.name.clone()).collect()
+        models::list()?
+            .into_iter()
+            .map(|l| l.entry.name.clone())
+            .collect()
     } else {
         args.names.clone()
     };

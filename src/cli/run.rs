@@ -22,7 +22,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt text.
-    #[arg(short = 'p', long, value_name = "PROMPT", required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "PROMPT",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     pub prompt: Option<String>,
     /// Read the prompt from a file (`-` for standard input).
     #[arg(short = 'f', long, value_name = "FILE")]
@@ -51,11 +57,14 @@ fn read_prompt(args: &RunArgs) -> Result<String> {
         (Some(p), _) => p.clone(),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("reading the prompt from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the prompt from stdin")?;
             String::from_utf8(buf).context("the prompt on stdin is not valid UTF-8")?
         }
         (None, Some(path)) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             String::from_utf8(bytes)
                 .with_context(|| format!("{} is not valid UTF-8 text", path.display()))?
         }
@@ -76,19 +85,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
-    let plan = args
-        .skip
-        .plan(model.n_layer(), args.max_tokens as usize, u64::from(args.sampling.seed))?;
+    let plan = args.skip.plan(
+        model.n_layer(),
+        args.max_tokens as usize,
+        u64::from(args.sampling.seed),
+    )?;
     let first = plan.mask(0);
-    if !first.is_full() {
-        if let Some(w) = model.unverified_warning() {
-            eprintln!("{w}");
-        }
+    if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
+        eprintln!("{w}");
     }
 
     let text = if args.chat {
         if !model.has_chat_template() {
-            bail!("{} has no chat template; run without --chat for plain continuation", model.name());
+            bail!(
+                "{} has no chat template; run without --chat for plain continuation",
+                model.name()
+            );
         }
         model.apply_chat_template(&[ChatMessage {
             role: "user".into(),
@@ -121,7 +133,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             m
         },
         &mut |piece| {
-            if stream && (stdout.write_all(piece.text.as_bytes()).is_err() || stdout.flush().is_err()) {
+            if stream
+                && (stdout.write_all(piece.text.as_bytes()).is_err() || stdout.flush().is_err())
+            {
                 // stdout closed (e.g. piped into `head`): stop quietly.
                 return ControlFlow::Break(());
             }
@@ -160,7 +174,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             let _ = writeln!(stdout);
         }
         let depth = if plan.spec.depends_on_step() {
-            format!("{} schedule, {} blocks at step 0", plan.spec.strategy().name(), first.n_active())
+            format!(
+                "{} schedule, {} blocks at step 0",
+                plan.spec.strategy().name(),
+                first.n_active()
+            )
         } else {
             format!("{}/{} blocks active", first.n_active(), model.n_layer())
         };

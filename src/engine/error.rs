@@ -34,7 +34,9 @@ pub enum EngineError {
     #[error("architecture `{0}` has no skip hook in its layer loop: it can only run at full depth")]
     NoHook(String),
     /// The prompt does not fit in the context.
-    #[error("the prompt has {tokens} tokens but the context holds {n_ctx}; use a larger --ctx or a shorter prompt")]
+    #[error(
+        "the prompt has {tokens} tokens but the context holds {n_ctx}; use a larger --ctx or a shorter prompt"
+    )]
     PromptTooLong {
         /// Prompt tokens (all sequences).
         tokens: usize,

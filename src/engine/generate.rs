@@ -146,7 +146,11 @@ impl Generation {
 }
 
 fn rate(n: usize, t: Duration) -> f64 {
-    if t.is_zero() { 0.0 } else { n as f64 / t.as_secs_f64() }
+    if t.is_zero() {
+        0.0
+    } else {
+        n as f64 / t.as_secs_f64()
+    }
 }
 
 /// Assembles token bytes into whole UTF-8 characters.
@@ -170,7 +174,9 @@ impl Utf8Stream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
+                    );
                     match e.error_len() {
                         Some(bad) => {
                             out.push(char::REPLACEMENT_CHARACTER);
@@ -309,7 +315,13 @@ pub fn generate(
             out.generated_tokens += 1;
             let text = streams[seq].push(&model.token_bytes(token));
             out.texts[seq].push_str(&text);
-            if on_piece(Piece { seq, text: &text, step }).is_break() {
+            if on_piece(Piece {
+                seq,
+                text: &text,
+                step,
+            })
+            .is_break()
+            {
                 stopped = true;
             }
             if out.tokens[seq].len() >= request.max_tokens {
@@ -324,10 +336,8 @@ pub fn generate(
             });
         }
         if stopped {
-            for seq in 0..n {
-                if live[seq] {
-                    out.stop[seq] = StopReason::Stopped;
-                }
+            for (stop, _) in out.stop.iter_mut().zip(&live).filter(|(_, l)| **l) {
+                *stop = StopReason::Stopped;
             }
             break;
         }
@@ -351,11 +361,15 @@ pub fn generate(
         out.repair_time += repair_now.time - repair_seen.time;
         repair_seen = repair_now;
     }
-    for seq in 0..n {
-        let rest = streams[seq].finish();
+    for (seq, stream) in streams.iter_mut().enumerate() {
+        let rest = stream.finish();
         if !rest.is_empty() {
             out.texts[seq].push_str(&rest);
-            let _ = on_piece(Piece { seq, text: &rest, step });
+            let _ = on_piece(Piece {
+                seq,
+                text: &rest,
+                step,
+            });
         }
     }
     out.decode_time = decode_start.elapsed().saturating_sub(out.repair_time);

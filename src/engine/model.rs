@@ -17,16 +17,10 @@ use super::session::Session;
 pub const VERIFIED_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
 
 /// How to load a model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ModelOptions {
     /// Layers to offload to a GPU backend (0 = CPU only).
     pub gpu_layers: u32,
-}
-
-impl Default for ModelOptions {
-    fn default() -> Self {
-        ModelOptions { gpu_layers: 0 }
-    }
 }
 
 /// How to create a context (a KV cache and its compute buffers).

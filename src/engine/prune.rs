@@ -19,7 +19,12 @@ pub fn write_pruned_model(src: &Path, dst: &Path, pruned: &[usize]) -> Result<()
     let to_c = |p: &Path| {
         p.to_str()
             .and_then(|s| CString::new(s).ok())
-            .ok_or_else(|| fail(format!("path {} is not valid UTF-8 without NUL", p.display())))
+            .ok_or_else(|| {
+                fail(format!(
+                    "path {} is not valid UTF-8 without NUL",
+                    p.display()
+                ))
+            })
     };
     let (src_c, dst_c) = (to_c(src)?, to_c(dst)?);
     // llama.cpp reads the list up to a -1 and expects it sorted ascending.
@@ -38,7 +43,9 @@ pub fn write_pruned_model(src: &Path, dst: &Path, pruned: &[usize]) -> Result<()
         llama_cpp_sys_2::llama_model_quantize(src_c.as_ptr(), dst_c.as_ptr(), &params)
     };
     if status != 0 {
-        return Err(fail(format!("llama.cpp could not write the pruned model (status {status})")));
+        return Err(fail(format!(
+            "llama.cpp could not write the pruned model (status {status})"
+        )));
     }
     Ok(())
 }

@@ -207,7 +207,12 @@ impl<'m> Session<'m> {
 
     /// Re-runs, under the new mask, every position of the batch's sequences whose K/V is
     /// missing in a block the mask computes.
-    fn repair(&mut self, tokens: &[BatchToken], bytes: Option<&[u8]>, computed: &[bool]) -> Result<()> {
+    fn repair(
+        &mut self,
+        tokens: &[BatchToken],
+        bytes: Option<&[u8]>,
+        computed: &[bool],
+    ) -> Result<()> {
         let mut seqs: Vec<i32> = tokens.iter().map(|t| t.seq).collect();
         seqs.sort_unstable();
         seqs.dedup();
@@ -219,7 +224,9 @@ impl<'m> Session<'m> {
             };
             self.ctx
                 .clear_kv_cache_seq(Some(seq as u32), Some(p as u32), None)
-                .map_err(|e| EngineError::Decode(format!("cannot drop cached positions for repair: {e}")))?;
+                .map_err(|e| {
+                    EngineError::Decode(format!("cannot drop cached positions for repair: {e}"))
+                })?;
             let dropped = self.ledgers[seq as usize].truncate(p);
             rerun.extend(dropped.into_iter().map(|t| BatchToken {
                 seq,
@@ -240,7 +247,12 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    fn run_batch(&mut self, tokens: &[BatchToken], bytes: Option<&[u8]>, computed: &[bool]) -> Result<Vec<usize>> {
+    fn run_batch(
+        &mut self,
+        tokens: &[BatchToken],
+        bytes: Option<&[u8]>,
+        computed: &[bool],
+    ) -> Result<Vec<usize>> {
         self.batch.clear();
         let mut next_pos: Vec<usize> = self.ledgers.iter().map(SeqLedger::len).collect();
         let mut outputs = Vec::new();

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use uniskip::engine::{
-    BatchToken, ContextOptions, LlamaToken, Model, ModelOptions, Session,
-};
+use uniskip::engine::{BatchToken, ContextOptions, LlamaToken, Model, ModelOptions, Session};
 use uniskip::skip::Mask;
 
 /// The cached file of catalog model `name`; fails with what to run when it is missing.
@@ -40,10 +38,18 @@ pub fn skipping(n_layer: usize, skipped: &[usize]) -> Mask {
 }
 
 /// Decodes `tokens` on sequence 0 with logits for every token; returns all logit rows.
-pub fn decode_all(session: &mut Session<'_>, tokens: &[LlamaToken], mask: Option<&Mask>) -> Vec<Vec<f32>> {
+pub fn decode_all(
+    session: &mut Session<'_>,
+    tokens: &[LlamaToken],
+    mask: Option<&Mask>,
+) -> Vec<Vec<f32>> {
     let batch: Vec<BatchToken> = tokens
         .iter()
-        .map(|&token| BatchToken { seq: 0, token, logits: true })
+        .map(|&token| BatchToken {
+            seq: 0,
+            token,
+            logits: true,
+        })
         .collect();
     let idx = session.decode(&batch, mask).expect("decode");
     idx.iter().map(|&i| session.logits(i).to_vec()).collect()
@@ -68,7 +74,10 @@ pub fn argmax(logits: &[f32]) -> LlamaToken {
 /// Largest absolute difference between two logit rows.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "logit rows differ in length");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A prompt long enough to matter and short enough to be quick.
