@@ -277,3 +277,39 @@ fn a_mask_of_the_wrong_length_is_refused() {
 fn a_mask_that_skips_every_block_cannot_be_made() {
     assert!(Mask::from_active(vec![false; 30]).is_err());
 }
+
+#[test]
+fn a_fixed_mask_reuses_the_graph_and_a_changed_mask_rebuilds_it() {
+    let model = load(SMOLLM2);
+    let n = model.n_layer();
+    let tokens = model.tokenize(PROMPT, true).unwrap();
+    let m1 = skipping(n, &[5, 10, 15]);
+    let m2 = skipping(n, &[5, 10, 15, 20]);
+    let mut s = model.session(&ctx(1)).unwrap();
+    let mut logits = decode_all(&mut s, &tokens, None).pop().unwrap();
+    let mut steps = |s: &mut uniskip::engine::Session<'_>, mask: &Mask, k: usize| {
+        let before = s.graph_builds();
+        for _ in 0..k {
+            logits = step(s, argmax(&logits), Some(mask));
+        }
+        s.graph_builds() - before
+    };
+    // The first step under a new mask builds; the same shape and mask then reuse it.
+    assert_eq!(
+        steps(&mut s, &m1, 6),
+        1,
+        "a fixed mask must reuse its graph"
+    );
+    assert_eq!(
+        steps(&mut s, &m2, 6),
+        1,
+        "a new mask must build a new graph"
+    );
+    let m3 = skipping(n, &[5, 10, 15, 20, 25]);
+    assert_eq!(steps(&mut s, &m3, 3), 1, "a third mask must build again");
+    assert_eq!(
+        s.repair_stats().tokens,
+        0,
+        "each mask computed a subset of the last"
+    );
+}

@@ -42,6 +42,7 @@ pub struct Session<'m> {
     batch: LlamaBatch<'static>,
     hook_seen: bool,
     repair: RepairStats,
+    graph_builds: u64,
 }
 
 impl<'m> Session<'m> {
@@ -60,6 +61,7 @@ impl<'m> Session<'m> {
             batch: LlamaBatch::new(n_batch, n_seq as i32),
             hook_seen,
             repair: RepairStats::default(),
+            graph_builds: 0,
         }
     }
 
@@ -105,6 +107,12 @@ impl<'m> Session<'m> {
     /// What repairs have cost so far.
     pub fn repair_stats(&self) -> RepairStats {
         self.repair
+    }
+
+    /// How many decode calls built a new graph (the others reused the previous one).
+    /// Counted through the hook, so only for architectures that carry it.
+    pub fn graph_builds(&self) -> u64 {
+        self.graph_builds
     }
 
     /// The underlying context (for samplers).
@@ -270,8 +278,11 @@ impl<'m> Session<'m> {
             let _mask = MaskGuard::set(bytes);
             hook::take_consulted();
             let r = self.ctx.decode(&mut self.batch);
+            // A hooked builder consults the hook once per block: a count above zero means
+            // llama.cpp built a new graph for this batch instead of reusing the last one.
             if hook::take_consulted() > 0 {
                 self.hook_seen = true;
+                self.graph_builds += 1;
             }
             r
         };
