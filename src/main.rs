@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => uniskip::cli::run::run(args),
         Command::Bench(args) => uniskip::cli::bench::run(args),
+        Command::Ppl(args) => uniskip::cli::ppl::run(args),
+        Command::Calibrate(args) => uniskip::cli::calibrate::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
     };
     match result {

@@ -2,6 +2,9 @@
 
 pub mod args;
 pub mod bench;
+pub mod calibrate;
+pub mod ppl;
+pub mod progress;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,8 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, skipping blocks.
     Run(run::RunArgs),
-    /// Measure decode speed under masks (interleaved rounds, medians).
+    /// Speed and quality of every strategy at every target, side by side.
     Bench(bench::BenchArgs),
+    /// Perplexity and divergence from full depth of one configuration (teacher-forced).
+    Ppl(ppl::PplArgs),
+    /// Find, per kept count, the blocks whose skipping costs the least; cache the profile.
+    Calibrate(calibrate::CalibrateArgs),
     /// Download a catalog model (or all) into the local cache.
     Fetch(FetchArgs),
 }
