@@ -147,7 +147,7 @@ fn argmax(logits: &[f32]) -> LlamaToken {
 
 /// Measures every configuration `rounds` times after a warm-up round, interleaved, on
 /// the session whose sequence count is the configuration's batch size.
-/// `progress(done, total)` is called after each measurement.
+/// `progress(done, total)` is called after each measurement (in tokens processed).
 pub fn measure(
     sessions: &mut [Session<'_>],
     prompt: &[LlamaToken],
@@ -170,7 +170,13 @@ pub fn measure(
         })
         .collect();
     let mut out = vec![Measurement::default(); configs.len()];
-    let total = configs.len() * (rounds + 1);
+    // Progress in tokens processed, so that the time left is right from the start.
+    let work = |c: &Config, n: usize| c.batch * (prompt.len() + n);
+    let warmup = steps.min(WARMUP_STEPS);
+    let total: usize = configs
+        .iter()
+        .map(|c| work(c, warmup) + rounds * work(c, steps))
+        .sum();
     let mut done = 0;
     for round in 0..=rounds {
         for k in 0..configs.len() {
@@ -190,7 +196,7 @@ pub fn measure(
                     .push(n_seq * prompt.len() as f64 / pt.as_secs_f64());
                 out[c].decode.push(n_seq * steps as f64 / dt.as_secs_f64());
             }
-            done += 1;
+            done += work(&configs[c], n);
             progress(done, total);
         }
     }

@@ -13,7 +13,7 @@ const W: f64 = 760.0;
 const H: f64 = 460.0;
 const LEFT: f64 = 72.0;
 const RIGHT: f64 = 170.0;
-const TOP: f64 = 48.0;
+const TOP: f64 = 62.0;
 const BOTTOM: f64 = 56.0;
 
 /// Points of one line: x, y and a label.
@@ -59,14 +59,13 @@ fn ticks(lo: f64, hi: f64, want: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= want as f64)
         .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    let mut t = first;
-    while t <= hi + step * 1e-9 {
-        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
-        t += step;
-    }
-    out
+    // Multiples of the step, rounded to its decimals (3 * 0.2 prints as 0.6).
+    let scale = 10f64.powi((-step.log10().floor()).max(0.0) as i32 + 1);
+    let first = (lo / step - 1e-9).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last)
+        .map(|i| (i as f64 * step * scale).round() / scale)
+        .collect()
 }
 
 fn fmt_tick(v: f64) -> String {
@@ -102,7 +101,7 @@ impl Frame {
     }
 }
 
-fn header(out: &mut String, title: &str, subtitle: &str) {
+fn header(out: &mut String, title: &str, lines: &[String]) {
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
@@ -113,11 +112,14 @@ fn header(out: &mut String, title: &str, subtitle: &str) {
         r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">{}</text>"#,
         esc(title)
     );
-    let _ = writeln!(
-        out,
-        r##"<text x="{LEFT}" y="37" font-size="11" fill="#555555">{}</text>"##,
-        esc(subtitle)
-    );
+    for (i, line) in lines.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r##"<text x="{LEFT}" y="{}" font-size="11" fill="#555555">{}</text>"##,
+            36 + 14 * i,
+            esc(line)
+        );
+    }
 }
 
 fn axes(out: &mut String, f: &Frame, xticks: &[(f64, String)], yticks: &[f64], xl: &str, yl: &str) {
@@ -263,13 +265,13 @@ pub fn quality_chart(report: &Report, batch: usize, metric: QualityMetric) -> Op
     header(
         &mut out,
         title,
-        &format!(
-            "{}, batch {batch}, {} threads, {}; {}",
-            report.model.name,
-            report.speed_settings.threads,
+        &[
+            format!(
+                "{}, batch {batch}, {} threads, {}",
+                report.model.name, report.speed_settings.threads, report.date
+            ),
             report.machine.summary(),
-            report.date
-        ),
+        ],
     );
     let xt: Vec<(f64, String)> = ticks(x0, x1, 8)
         .into_iter()
@@ -400,14 +402,16 @@ pub fn throughput_chart(report: &Report, batch: usize) -> Option<String> {
     header(
         &mut out,
         &format!("Decode throughput at batch {batch} (higher is better)"),
-        &format!(
-            "{}, {} threads, {}; median of {} rounds, whiskers min..max; {}",
-            report.model.name,
-            report.speed_settings.threads,
+        &[
+            format!(
+                "{}, {} threads, median of {} rounds (whiskers: min..max), {}",
+                report.model.name,
+                report.speed_settings.threads,
+                report.speed_settings.rounds,
+                report.date
+            ),
             report.machine.summary(),
-            report.speed_settings.rounds,
-            report.date
-        ),
+        ],
     );
     let xt: Vec<(f64, String)> = targets
         .iter()
@@ -447,11 +451,10 @@ pub fn throughput_chart(report: &Report, batch: usize) -> Option<String> {
                     );
                 }
                 None => {
+                    let (tx, ty) = (x + bar_w * 0.45 + 4.0, f.py(0.0) - 6.0);
                     let _ = writeln!(
                         out,
-                        r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#999999">n/a</text>"##,
-                        x + bar_w * 0.45,
-                        f.py(0.0) - 4.0
+                        r##"<text x="{tx:.1}" y="{ty:.1}" font-size="10" fill="#999999" transform="rotate(-90 {tx:.1} {ty:.1})">impossible</text>"##
                     );
                 }
             }
@@ -489,6 +492,112 @@ mod tests {
         let t = ticks(0.93, 2.6, 8);
         assert!(t.first().unwrap() >= &0.93 && t.last().unwrap() <= &2.6);
         assert!(t.len() >= 4, "{t:?}");
+    }
+
+    fn row(strategy: &str, target: f64, kl: f64, speed: Option<(f64, f64)>) -> RowReport {
+        use crate::bench::report::{SpeedCell, Stat};
+        RowReport {
+            strategy: strategy.into(),
+            target: Some(target),
+            possible: speed.is_some(),
+            reason: speed.is_none().then(|| "out of range".into()),
+            kept_blocks: None,
+            active_blocks_per_step: None,
+            active_blocks: None,
+            speedup_by_layers: None,
+            quality: speed.map(|_| crate::quality::QualitySummary {
+                tokens: 10,
+                perplexity: 20.0 + 100.0 * kl,
+                kl_mean: kl,
+                kl_p99: 2.0 * kl,
+                kl_max: 3.0 * kl,
+                top1_agreement: 1.0 - kl / 10.0,
+            }),
+            speed: speed
+                .map(|(tps, ratio)| {
+                    [1, 8]
+                        .into_iter()
+                        .map(|batch| SpeedCell {
+                            batch,
+                            prefill_tokens_per_s: Stat::of(vec![100.0]),
+                            decode_tokens_per_s: Stat::of(vec![tps * batch as f64]),
+                            speedup: Stat::of(vec![ratio]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn report() -> Report {
+        use crate::bench::report::{ModelInfo, Phases, SpeedSettings};
+        Report {
+            version: "0".into(),
+            hook_revision: "r".into(),
+            command: "uniskip bench".into(),
+            date: "2025-01-01T00:00:00Z".into(),
+            unix_time: 0,
+            wall_seconds: 1.0,
+            phases: Phases::default(),
+            machine: super::super::machine::Machine::current(),
+            model: ModelInfo {
+                name: "M & <N>".into(),
+                file: "m.gguf".into(),
+                sha256: "00".into(),
+                size_bytes: 1,
+                architecture: "llama".into(),
+                n_layer: 30,
+                n_vocab: 100,
+            },
+            speed_settings: SpeedSettings {
+                threads: 2,
+                rounds: 2,
+                warmup_rounds: 1,
+                decode_tokens: 4,
+                prompt_tokens: 4,
+                batch_sizes: vec![1, 8],
+                targets: vec![1.5, 2.0],
+                strategies: vec!["unified".into(), "early-exit".into()],
+                prefill: "full".into(),
+                measured: true,
+            },
+            quality_settings: None,
+            calibration: None,
+            rows: vec![
+                row("full", 1.0, 0.0, Some((80.0, 1.0))),
+                row("unified", 1.5, 2.0, Some((100.0, 1.3))),
+                row("unified", 2.0, 4.0, Some((120.0, 1.6))),
+                row("early-exit", 1.5, 3.0, Some((101.0, 1.31))),
+                row("early-exit", 2.0, 0.0, None),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_quality_chart_draws_one_line_per_strategy_and_marks_full_depth() {
+        let svg = quality_chart(&report(), 1, QualityMetric::Kl).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(
+            svg.matches("<polyline points=").count(),
+            1 + 2,
+            "axes + 2 strategies"
+        );
+        assert!(svg.contains("full depth"));
+        assert!(svg.contains("M &amp; &lt;N&gt;"), "text is escaped");
+        let ppl = quality_chart(&report(), 1, QualityMetric::Ppl).unwrap();
+        assert!(ppl.contains("log scale"));
+    }
+
+    #[test]
+    fn the_throughput_chart_has_a_bar_per_possible_cell_and_marks_impossible_ones() {
+        let svg = throughput_chart(&report(), 8).unwrap();
+        assert_eq!(svg.matches("<rect x=").count(), 3, "three possible cells");
+        assert!(svg.contains(">impossible</text>"));
+        assert!(svg.contains("full depth 640"));
+        assert!(
+            throughput_chart(&report(), 2).is_none(),
+            "batch 2 was not measured"
+        );
     }
 
     #[test]

@@ -166,12 +166,17 @@ pub fn profile_path(model_sha256: &str) -> Result<PathBuf> {
         .join(format!("{model_sha256}.json")))
 }
 
-/// Progress of a search.
+/// The cost of what does not shrink with skipping (embeddings, output head), in blocks:
+/// weights progress so that the time left is right although deep counts cost more.
+const FIXED_COST: usize = 10;
+
+/// Progress of a search, in work units (an evaluation at `k` kept blocks weighs about
+/// `k + 10`).
 #[derive(Debug, Clone, Copy)]
 pub struct SearchProgress {
-    /// Placements evaluated (or found to need no evaluation) so far.
+    /// Work done so far.
     pub done: usize,
-    /// Placements the whole search evaluates.
+    /// Work of the whole search.
     pub total: usize,
     /// The kept count being searched.
     pub kept: usize,
@@ -235,8 +240,9 @@ impl Search<'_> {
         let first_kept = current.n_active() - 1;
         // Greedy candidates (one per kept block) plus the fixed placements, per count.
         let lowest = self.lowest_kept.max(2);
+        // Progress in work units: an evaluation at k kept blocks costs about k + FIXED_COST.
         let total: usize = (lowest..=first_kept)
-            .map(|k| k + 1 + fixed_placements().len())
+            .map(|k| (k + 1 + fixed_placements().len()) * (k + FIXED_COST))
             .sum();
         let mut done = 0;
         let mut tf = TeacherForcing::new(
@@ -284,7 +290,7 @@ impl Search<'_> {
                 if best.is_none_or(|(_, b, _)| kl < b) {
                     best = Some((i, kl, top1));
                 }
-                done += 1;
+                done += kept + FIXED_COST;
                 progress(SearchProgress { done, total, kept });
             }
             let (i, kl_mean, top1_agreement) = best.expect("candidates are never empty");

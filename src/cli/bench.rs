@@ -272,7 +272,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 )
                 .context("cutting the evaluation windows")?,
             shape,
-            group: ppl::WINDOW_GROUP,
+            group: crate::quality::windows_per_group(model.n_vocab(), shape.continuation),
         }),
         _ => None,
     };

@@ -20,8 +20,6 @@ pub const DEFAULT_WINDOWS: u32 = 8;
 pub const DEFAULT_PREFIX: u32 = 64;
 /// See [`DEFAULT_WINDOWS`].
 pub const DEFAULT_CONTINUATION: u32 = 64;
-/// Windows evaluated together (bounds the memory the full-depth reference takes).
-pub const WINDOW_GROUP: usize = 4;
 
 /// Perplexity and divergence from full depth of one configuration.
 #[derive(Debug, Args)]
@@ -127,7 +125,7 @@ pub fn run(args: PplArgs) -> Result<()> {
         threads,
         &windows,
         shape,
-        WINDOW_GROUP,
+        crate::quality::windows_per_group(model.n_vocab(), shape.continuation),
         &[vec![Mask::full(n_layer); shape.continuation], masks.clone()],
         &mut |d, t| bar.update(d, t, ""),
     )?;

@@ -204,9 +204,17 @@ impl<'m> TeacherForcing<'m> {
     }
 }
 
+/// How many windows to evaluate together so that the full-depth reference (8 bytes per
+/// vocabulary entry per scored token) stays within about 256 MiB.
+pub fn windows_per_group(n_vocab: usize, continuation: usize) -> usize {
+    const BUDGET: usize = 256 << 20;
+    (BUDGET / (8 * n_vocab.max(1) * continuation.max(1))).max(1)
+}
+
 /// Scores every schedule in `schedules` on `windows`, `group` windows at a time (to bound
-/// the reference's memory), and returns one accumulator per schedule.
-/// `progress(done, total)` is called after each schedule of each group.
+/// the reference's memory, see [`windows_per_group`]), and returns one accumulator per
+/// schedule. `progress(done, total)` is called after each schedule of each group, in work
+/// units.
 pub fn evaluate(
     model: &Model,
     threads: i32,
@@ -218,13 +226,17 @@ pub fn evaluate(
 ) -> Result<Vec<QualityAccumulator>> {
     let mut out = vec![QualityAccumulator::default(); schedules.len()];
     let groups: Vec<&[Vec<LlamaToken>]> = windows.chunks(group.max(1)).collect();
-    let total = groups.len() * schedules.len();
+    // Progress in work units: a token through `n` blocks weighs `n + 10` (the output head
+    // and the rest that skipping does not shrink weigh about ten blocks).
+    let weight = |masks: &[Mask]| -> usize { masks.iter().map(|m| m.n_active() + 10).sum() };
+    let per_group: usize = schedules.iter().map(|m| weight(m)).sum();
+    let total = groups.len() * per_group;
     let mut done = 0;
     for g in groups {
         let mut tf = TeacherForcing::new(model, threads, g.to_vec(), shape)?;
         for (acc, masks) in out.iter_mut().zip(schedules) {
             acc.merge(&tf.score(masks)?);
-            done += 1;
+            done += weight(masks);
             progress(done, total);
         }
     }
