@@ -89,6 +89,7 @@ fn the_json_record_of_a_tiny_grid_has_every_field() {
     for path in [
         "unix_time",
         "wall_seconds",
+        "cpu_seconds",
         "phases.calibration",
         "phases.quality",
         "phases.speed",

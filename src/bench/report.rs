@@ -25,6 +25,9 @@ pub struct Report {
     pub unix_time: u64,
     /// Wall time of the whole run, calibration included, in seconds.
     pub wall_seconds: f64,
+    /// CPU time the run used (user + system, all threads), in seconds, where the system
+    /// says: far below `threads * wall_seconds` means other work competed for the CPUs.
+    pub cpu_seconds: Option<f64>,
     /// Seconds per phase.
     pub phases: Phases,
     /// The machine.
@@ -239,6 +242,19 @@ impl Report {
             s.threads,
             self.machine.summary(),
             self.date
+        );
+        let _ = writeln!(
+            out,
+            "Wall time {:.0} s (calibration {:.0} s, quality {:.0} s, speed {:.0} s){}.",
+            self.wall_seconds,
+            self.phases.calibration,
+            self.phases.quality,
+            self.phases.speed,
+            self.cpu_seconds.map_or(String::new(), |c| format!(
+                "; CPU time {c:.0} s of {:.0} s available on {} threads",
+                self.wall_seconds * f64::from(s.threads),
+                s.threads
+            ))
         );
         if let Some(q) = &self.quality_settings {
             let _ = writeln!(

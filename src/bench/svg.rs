@@ -538,6 +538,7 @@ mod tests {
             date: "2025-01-01T00:00:00Z".into(),
             unix_time: 0,
             wall_seconds: 1.0,
+            cpu_seconds: None,
             phases: Phases::default(),
             machine: super::super::machine::Machine::current(),
             model: ModelInfo {

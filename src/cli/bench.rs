@@ -218,6 +218,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     },
                     &file,
                     false,
+                    &format!(
+                        "calibration (phase 1 of {})",
+                        1 + usize::from(!args.no_quality) + usize::from(!args.no_speed)
+                    ),
                 )?;
                 calibration_seconds = t.elapsed().as_secs_f64();
                 Some(made)
@@ -294,8 +298,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         quality,
         speed,
     };
-    let mut quality_bar = Progress::new("quality");
-    let mut speed_bar = Progress::new("speed");
+    // Phases in order: calibration (when it ran), quality, speed.
+    let n_phases = usize::from(calibration_seconds > 0.0)
+        + usize::from(bench.quality.is_some())
+        + usize::from(bench.speed.is_some());
+    let first = 1 + usize::from(calibration_seconds > 0.0);
+    let mut quality_bar = Progress::new(&format!("quality (phase {first} of {n_phases})"));
+    let speed_phase = first + usize::from(bench.quality.is_some());
+    let mut speed_bar = Progress::new(&format!("speed (phase {speed_phase} of {n_phases})"));
     let (rows, mut phases) = bench.run(&mut |phase, done, total| match phase {
         Phase::Quality => quality_bar.update(done, total, ""),
         Phase::Speed => speed_bar.update(done, total, ""),
@@ -309,6 +319,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         date: utc_timestamp(unix),
         unix_time: unix,
         wall_seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: crate::bench::machine::process_cpu_seconds(),
         phases,
         machine,
         model: model_info,
@@ -352,13 +363,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         write!(stdout, "{}", report.markdown())?;
     }
     eprintln!(
-        "\nwall time {} (calibration {}, quality {}, speed {})",
+        "\nwall time {} (calibration {}, quality {}, speed {}); CPU time {}",
         fmt_duration(started.elapsed()),
         fmt_duration(std::time::Duration::from_secs_f64(
             report.phases.calibration
         )),
         fmt_duration(std::time::Duration::from_secs_f64(report.phases.quality)),
         fmt_duration(std::time::Duration::from_secs_f64(report.phases.speed)),
+        report
+            .cpu_seconds
+            .map_or("unknown".into(), |c| fmt_duration(
+                std::time::Duration::from_secs_f64(c)
+            )),
     );
     for f in written {
         eprintln!("wrote {}", f.display());

@@ -83,6 +83,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         shape,
         &out,
         args.fresh,
+        "calibrating",
     )?;
     let mut stdout = std::io::stdout().lock();
     writeln!(
@@ -128,7 +129,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
 
 /// Calibrates `model` on the calibration slice of `corpus`, resuming the partial profile
 /// at `out` when its settings match (unless `fresh`), writing it after each count.
-/// Returns the profile and whether anything was searched.
+/// Returns the profile and whether anything was searched. `label` names the progress bar.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,
@@ -139,6 +140,7 @@ pub fn calibrate(
     shape: WindowShape,
     out: &Path,
     fresh: bool,
+    label: &str,
 ) -> Result<(Profile, bool)> {
     let settings = CalibrationSettings {
         corpus: corpus.label().to_string(),
@@ -186,7 +188,7 @@ pub fn calibrate(
         windows: tokens,
         lowest_kept: 2,
     };
-    let mut bar = Progress::new("calibrating");
+    let mut bar = Progress::new(label);
     let profile = search.run(resume, &mut |p| p.save(out), &mut |s| {
         bar.update(s.done, s.total, &format!("(count {})", s.kept))
     })?;
