@@ -5,7 +5,7 @@
 //! - [`models`]: the model catalog, and fetching models into the local cache.
 //! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
 //! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
-//! - [`bench`]: speed and quality of every strategy, side by side.
+//! - [`bench`](mod@bench): speed and quality of every strategy, side by side.
 
 pub mod bench;
 pub mod calibrate;

@@ -54,6 +54,7 @@ pub struct BenchArgs {
     #[arg(
         short = 's',
         long,
+        alias = "speedup",
         value_name = "LIST",
         value_delimiter = ',',
         default_value = "1.25,1.5,2,3"
