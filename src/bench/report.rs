@@ -221,6 +221,18 @@ impl RowReport {
     }
 }
 
+/// A perplexity for tables: two decimals, no decimals from 1000, and powers of ten from
+/// 100000 (where the model has stopped predicting the text at all).
+pub fn fmt_ppl(p: f64) -> String {
+    if p < 1000.0 {
+        format!("{p:.2}")
+    } else if p < 1e5 {
+        format!("{p:.0}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 /// `1.5x`, `2x`, `1.25x`.
 pub fn fmt_target(t: f64) -> String {
     let s = format!("{t:.2}");
@@ -309,8 +321,8 @@ impl Report {
             };
             let q = match &r.quality {
                 Some(q) => format!(
-                    "{:.2} | {:.3} | {:.3} | {:.1}%",
-                    q.perplexity,
+                    "{} | {:.3} | {:.3} | {:.1}%",
+                    fmt_ppl(q.perplexity),
                     q.kl_mean,
                     q.kl_p99,
                     100.0 * q.top1_agreement
@@ -375,6 +387,13 @@ mod tests {
         assert_eq!(fmt_target(1.5), "1.5x");
         assert_eq!(fmt_target(2.0), "2x");
         assert_eq!(fmt_target(1.25), "1.25x");
+    }
+
+    #[test]
+    fn perplexities_print_compactly() {
+        assert_eq!(fmt_ppl(54.123), "54.12");
+        assert_eq!(fmt_ppl(2896.68), "2897");
+        assert_eq!(fmt_ppl(11_555_169_396.28), "1.2e10");
     }
 
     #[test]
