@@ -5,6 +5,7 @@
 //! - [`models`]: the model catalog, and fetching models into the local cache.
 
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod models;

@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, skipping blocks.
     Run(run::RunArgs),
+    /// Chat in the terminal, changing the target speedup as it runs.
+    Chat(crate::chat::ChatArgs),
     /// Measure decode speed under masks (interleaved rounds, medians).
     Bench(bench::BenchArgs),
     /// Download a catalog model (or all) into the local cache.
