@@ -50,17 +50,7 @@ fn draw_transcript(frame: &mut Frame, state: &State, a: &Areas) {
 
 fn draw_input(frame: &mut Frame, state: &State, a: &Areas) {
     let inner = a.input_inner();
-    let title = match (&state.flash, state.reply) {
-        (Some(flash), _) => Span::styled(format!(" {flash} "), Style::new().fg(Color::Yellow)),
-        (None, ReplyPhase::Idle) => Span::styled(
-            " message · Enter send · Alt+Enter new line · F1 keys ",
-            Style::new().fg(Color::DarkGray),
-        ),
-        (None, _) => Span::styled(
-            " message · Ctrl+C stops the reply · F1 keys ",
-            Style::new().fg(Color::DarkGray),
-        ),
-    };
+    let title = input_title(state);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
         .padding(ratatui::widgets::Padding::horizontal(1))
@@ -90,6 +80,44 @@ fn draw_input(frame: &mut Frame, state: &State, a: &Areas) {
             y: inner.y + (row - offset) as u16,
         });
     }
+}
+
+/// The input box's title: a hint just given, else what the engine is doing and the keys
+/// that matter now.
+pub fn input_title(state: &State) -> Line<'static> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let busy = Style::new().fg(Color::Yellow);
+    if let Some(flash) = &state.flash {
+        return Line::from(Span::styled(format!(" {flash} "), busy));
+    }
+    let (what, style, keys) = match state.reply {
+        _ if state.stopping => ("● stopping…".to_owned(), busy, ""),
+        ReplyPhase::Streaming { tokens } => (
+            format!("● generating {tokens} tok"),
+            Style::new().fg(Color::Green),
+            " · Ctrl+C stops it · F1 keys ",
+        ),
+        ReplyPhase::Queued => (
+            "● starting".to_owned(),
+            busy,
+            " · Ctrl+C stops it · F1 keys ",
+        ),
+        ReplyPhase::Idle if state.probing => (
+            "● measuring speed".to_owned(),
+            busy,
+            " · Enter send · F1 keys ",
+        ),
+        ReplyPhase::Idle => (
+            "message".to_owned(),
+            dim,
+            " · Enter send · Alt+Enter new line · F1 keys ",
+        ),
+    };
+    Line::from(vec![
+        Span::raw(" "),
+        Span::styled(what, style),
+        Span::styled(keys, dim),
+    ])
 }
 
 /// The status lines, as text: speed, target and achieved, block map, settings.
@@ -124,26 +152,9 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
         }
         (None, true, _) => speed.push(Span::styled("measuring…", Style::new().fg(Color::Yellow))),
         (None, false, true) => {
-            speed.push(Span::styled("— (from the first full-depth reply)", dim));
+            speed.push(Span::styled("— (first full-depth reply)", dim));
         }
         (None, false, false) => speed.push(Span::styled("—", value)),
-    }
-    let activity = match state.reply {
-        _ if state.stopping => Span::styled("stopping…", Style::new().fg(Color::Yellow)),
-        ReplyPhase::Streaming { tokens } => Span::styled(
-            format!("● generating {tokens} tok"),
-            Style::new().fg(Color::Green),
-        ),
-        ReplyPhase::Queued => Span::styled("● starting", Style::new().fg(Color::Yellow)),
-        ReplyPhase::Idle if state.probing => {
-            Span::styled("measuring…", Style::new().fg(Color::Yellow))
-        }
-        ReplyPhase::Idle => Span::styled("ready", dim),
-    };
-    let used: usize = speed.iter().map(Span::width).sum();
-    if used + activity.width() + 2 <= width {
-        speed.push(Span::raw(" ".repeat(width - used - activity.width())));
-        speed.push(activity);
     }
 
     // Target and achieved speedups, on one scale.
@@ -502,7 +513,9 @@ mod tests {
         let screen = render(&s, 80, 24).join("\n");
         assert!(screen.contains("Hello▌"), "{screen}");
         assert!(screen.contains("decode 200.0 tok/s live"), "{screen}");
-        assert!(screen.contains("generating 5 tok"), "{screen}");
-        assert!(screen.contains("Ctrl+C stops the reply"), "{screen}");
+        assert!(
+            screen.contains("● generating 5 tok · Ctrl+C stops it"),
+            "{screen}"
+        );
     }
 }

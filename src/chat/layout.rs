@@ -182,7 +182,10 @@ pub const STREAM_CURSOR: &str = "▌";
 pub fn transcript_lines(state: &State, width: u16) -> Vec<Line<'static>> {
     let width = usize::from(width.max(1));
     let mut lines: Vec<Line<'static>> = Vec::new();
-    let last = state.entries.len().saturating_sub(1);
+    let last = state
+        .entries
+        .iter()
+        .rposition(|e| matches!(e, Entry::Assistant { .. }));
     for (i, entry) in state.entries.iter().enumerate() {
         if !lines.is_empty() {
             lines.push(Line::default());
@@ -194,7 +197,7 @@ pub fn transcript_lines(state: &State, width: u16) -> Vec<Line<'static>> {
             }
             Entry::Assistant { text, stats } => {
                 lines.push(Line::styled("Model", speaker(Color::Green)));
-                let streaming = i == last && stats.is_none() && state.reply.is_active();
+                let streaming = Some(i) == last && stats.is_none() && state.reply.is_active();
                 let body = if streaming {
                     if text.is_empty() && !state.reply.is_streaming() {
                         "…".to_owned()

@@ -43,7 +43,9 @@ pub fn run(mut state: State, engine: Engine) -> Result<()> {
 }
 
 fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Result<()> {
-    let mut shown = state.entries.len();
+    // Notices from start-up (a resumed conversation, warnings) first.
+    let mut shown = 0;
+    show_notices(state, &mut shown);
     // Start-up events (the transcript path, the probe) before the first message.
     pump(state, engine, interrupted, &mut shown, false)?;
     for line in io::stdin().lock().lines() {

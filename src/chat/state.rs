@@ -281,6 +281,23 @@ impl State {
         )
     }
 
+    /// Where the reply being generated is: the last reply without stats (notices may
+    /// have arrived after it).
+    fn streaming_index(&self) -> Option<usize> {
+        self.entries
+            .iter()
+            .rposition(|e| matches!(e, Entry::Assistant { .. }))
+            .filter(|&i| matches!(&self.entries[i], Entry::Assistant { stats: None, .. }))
+    }
+
+    fn streaming_reply(&mut self) -> Option<&mut String> {
+        let i = self.streaming_index()?;
+        match &mut self.entries[i] {
+            Entry::Assistant { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
     fn set_controls(&mut self, controls: SkipControls) -> Vec<Effect> {
         self.controls = controls;
         // The block map follows at once; the engine confirms from its next decode call.
@@ -668,7 +685,7 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
                 *tokens += 1;
             }
             state.window.push(at);
-            if let Some(Entry::Assistant { text: reply, .. }) = state.entries.last_mut() {
+            if let Some(reply) = state.streaming_reply() {
                 reply.push_str(&text);
             }
         }
@@ -678,7 +695,9 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
         }
         Event::ReplyDone(stats) => {
             state.reply = ReplyPhase::Idle;
-            state.stopping = false;
+            if std::mem::take(&mut state.stopping) {
+                state.flash = None;
+            }
             state.repair_total.0 += stats.repair_tokens;
             state.repair_total.1 += stats.repair_ms;
             if state.baseline.is_none()
@@ -691,7 +710,9 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
                     source: BaselineSource::FirstReply,
                 });
             }
-            if let Some(Entry::Assistant { stats: slot, .. }) = state.entries.last_mut() {
+            if let Some(i) = state.streaming_index()
+                && let Entry::Assistant { stats: slot, .. } = &mut state.entries[i]
+            {
                 *slot = Some(stats.clone());
             }
             state.last_reply = Some(stats);
@@ -702,9 +723,10 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
         Event::ReplyFailed(e) => {
             state.reply = ReplyPhase::Idle;
             state.stopping = false;
-            if matches!(state.entries.last(), Some(Entry::Assistant { text, .. }) if text.is_empty())
+            if let Some(i) = state.streaming_index()
+                && matches!(&state.entries[i], Entry::Assistant { text, .. } if text.is_empty())
             {
-                state.entries.pop();
+                state.entries.remove(i);
             }
             state.notice(e);
         }
@@ -823,6 +845,31 @@ mod tests {
         assert_eq!(text, "Hello!");
         let (rate, live) = s.decode_rate().unwrap();
         assert!(live && (rate - 100.0).abs() < 1e-6, "{rate}");
+    }
+
+    #[test]
+    fn a_notice_arriving_mid_reply_does_not_take_the_reply_text() {
+        let mut s = state();
+        submit(&mut s, "hi");
+        update(
+            &mut s,
+            Msg::Engine(Event::ProbeFailed("probe cut short".into())),
+        );
+        update(&mut s, Msg::Engine(Event::ReplyStarted));
+        let at = Instant::now();
+        update(
+            &mut s,
+            Msg::Engine(Event::Piece {
+                text: "Hello".into(),
+                at,
+            }),
+        );
+        update(&mut s, Msg::Engine(Event::ReplyDone(stats(1, 30, 10.0))));
+        assert!(matches!(
+            &s.entries[1],
+            Entry::Assistant { text, stats: Some(_) } if text == "Hello"
+        ));
+        assert_eq!(s.entries[2], Entry::Notice("probe cut short".into()));
     }
 
     #[test]

@@ -661,8 +661,8 @@ fn probe(session: &mut Session<'_>, shared: &Shared, interrupted: &mut dyn FnMut
         Ok(None) => {
             session.clear();
             return shared.send(Event::ProbeFailed(
-                "speed probe cut short by a message: the first full-depth reply gives \
-                 full-depth speed"
+                "speed probe put off for your message: the first full-depth reply gives \
+                 the full-depth speed"
                     .into(),
             ));
         }
