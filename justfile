@@ -9,9 +9,9 @@ release := "--release --locked"
 # Chat with the default model (fetched on first use).
 default: chat
 
-# Interactive chat on the default model; extra flags go to `uniskip run`.
+# Chat in the terminal on the default model; extra flags go to `uniskip chat`.
 chat *FLAGS: build
-    ./target/release/uniskip run --chat -p "Explain in three sentences why the sky is blue." {{FLAGS}}
+    ./target/release/uniskip chat {{FLAGS}}
 
 # Build the binary (llama.cpp with the skip hook included).
 build:
