@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => uniskip::cli::run::run(args),
+        Command::Plan(args) => uniskip::cli::plan::run(args),
         Command::Bench(args) => uniskip::cli::bench::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
     };

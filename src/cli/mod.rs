@@ -2,7 +2,12 @@
 
 pub mod args;
 pub mod bench;
+pub mod plan;
 pub mod run;
+
+/// The text every speed probe decodes after (the same everywhere, so runs compare).
+pub const PROBE_PROMPT: &str =
+    "The history of the printing press begins in the fifteenth century, when";
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, skipping blocks.
     Run(run::RunArgs),
+    /// Show which blocks a target keeps, without running the model.
+    Plan(plan::PlanArgs),
     /// Measure decode speed under masks (interleaved rounds, medians).
     Bench(bench::BenchArgs),
     /// Download a catalog model (or all) into the local cache.
