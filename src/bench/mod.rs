@@ -1,3 +1,4 @@
 //! Benchmarks: decode speed of masks measured on the running machine.
 
+pub mod probe;
 pub mod speed;

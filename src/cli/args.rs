@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::engine::{ContextOptions, ModelOptions, PrefillPolicy, Sampling};
-use crate::skip::{Depth, Mask, Strategy, StrategySpec, plan};
+use crate::skip::{CostModel, Depth, Mask, SpeedupMode, Strategy, StrategySpec, plan};
 
 /// Which model to load and how to run it.
 #[derive(Debug, Clone, Args)]
@@ -71,9 +71,18 @@ pub struct SkipArgs {
     /// Skip exactly these blocks instead, e.g. `10-19,22` (0-based, inclusive ranges).
     #[arg(long, value_name = "LIST", conflicts_with_all = ["speedup", "strategy"])]
     pub skip_layers: Option<String>,
+    /// How R becomes a block count: layers (the paper: keep floor(L/R)) or measured (probe
+    /// decode time per block on this machine and keep as many blocks as reach R in time).
+    #[arg(long, value_name = "MODE", default_value = "layers", value_parser = parse_mode)]
+    pub speedup_mode: SpeedupMode,
     /// Which blocks the prompt runs through: full (all; the paper's rule) or masked.
     #[arg(long, value_enum, value_name = "P", default_value_t = PrefillPolicy::Full)]
     pub prefill: PrefillPolicy,
+}
+
+fn parse_mode(s: &str) -> std::result::Result<SpeedupMode, String> {
+    s.parse()
+        .map_err(|e: crate::skip::ParseNameError| e.to_string())
 }
 
 fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
@@ -95,6 +104,8 @@ pub struct SkipPlan {
     pub depth: Depth,
     /// The model's block count.
     pub n_layer: usize,
+    /// The target speedup asked for.
+    pub target: f64,
 }
 
 impl SkipPlan {
@@ -105,24 +116,35 @@ impl SkipPlan {
 
     /// The target speedup the plan was made for (block count ratio for manual masks).
     pub fn target(&self) -> f64 {
-        match self.depth {
-            Depth::Ratio(r) => r,
-            Depth::Kept(k) => self.n_layer as f64 / k as f64,
+        match (&self.spec, self.depth) {
+            (StrategySpec::Manual { mask }, _) => self.n_layer as f64 / mask.n_active() as f64,
+            _ => self.target,
         }
     }
 }
 
 impl SkipArgs {
-    /// Plans for a model with `n_layer` blocks; `planned_len` is SkipDecode's ramp length,
-    /// `seed` the random strategy's seed.
+    /// Plans for a model with `n_layer` blocks in `layers` mode; `planned_len` is
+    /// SkipDecode's ramp length, `seed` the random strategy's seed.
     pub fn plan(&self, n_layer: usize, planned_len: usize, seed: u64) -> Result<SkipPlan> {
+        self.plan_with_cost(n_layer, planned_len, seed, None)
+    }
+
+    /// Like [`SkipArgs::plan`], with the cost model that `--speedup-mode measured` needs.
+    pub fn plan_with_cost(
+        &self,
+        n_layer: usize,
+        planned_len: usize,
+        seed: u64,
+        cost: Option<&CostModel>,
+    ) -> Result<SkipPlan> {
         let (spec, depth) = if let Some(list) = &self.skip_layers {
             let mask = Mask::from_skip_list(list, n_layer)
                 .with_context(|| format!("--skip-layers {list}"))?;
             let kept = mask.n_active();
             (
                 StrategySpec::Manual { mask },
-                Depth::Kept(kept.max(2).min(n_layer)),
+                Depth::Kept(kept.clamp(2, n_layer)),
             )
         } else {
             let spec = match self.strategy {
@@ -132,12 +154,17 @@ impl SkipArgs {
                 Strategy::Random => StrategySpec::Random { seed },
                 other => StrategySpec::default_for(other).expect("not manual"),
             };
-            (spec, Depth::Ratio(self.speedup))
+            let depth = self
+                .speedup_mode
+                .depth(self.speedup, n_layer, cost)
+                .with_context(|| format!("--speedup {}", self.speedup))?;
+            (spec, depth)
         };
         let plan = SkipPlan {
             spec,
             depth,
             n_layer,
+            target: self.speedup,
         };
         if let Err(e) = crate::skip::plan(&plan.spec, n_layer, depth, 0) {
             bail!("--speedup {}: {e}", self.speedup);

@@ -44,8 +44,6 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-const PROMPT: &str = "The history of the printing press begins in the fifteenth century, when";
-
 /// Runs `uniskip bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     let path = args.model.resolve()?;
@@ -77,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             mask: Some(mask),
         });
     }
-    let prompt = model.tokenize(PROMPT, true)?;
+    let prompt = model.tokenize(super::PROBE_PROMPT, true)?;
     let mut options = args.model.context_options(args.batch);
     options.n_ctx = options
         .n_ctx

@@ -2,7 +2,12 @@
 
 pub mod args;
 pub mod bench;
+pub mod plan;
 pub mod run;
+
+/// The text every speed probe decodes after (the same everywhere, so runs compare).
+pub const PROBE_PROMPT: &str =
+    "The history of the printing press begins in the fifteenth century, when";
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +30,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Chat in the terminal, changing the target speedup as it runs.
     Chat(crate::chat::ChatArgs),
+    /// Show which blocks a target keeps, without running the model.
+    Plan(plan::PlanArgs),
     /// Measure decode speed under masks (interleaved rounds, medians).
     Bench(bench::BenchArgs),
     /// Download a catalog model (or all) into the local cache.

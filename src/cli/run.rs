@@ -9,7 +9,26 @@ use clap::Args;
 use serde_json::json;
 
 use super::args::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::bench::probe::{self, Probe};
 use crate::engine::{ChatMessage, Model, Request, generate};
+use crate::skip::SpeedupMode;
+
+/// One line on what the probe measured and what it means.
+pub fn describe_probe(probe: &Probe, n_layer: usize, from_cache: bool) -> String {
+    format!(
+        "cost model ({}, {} threads): {:.2} ms + {:.3} ms per block per token; full depth {:.1} tok/s; largest reachable speedup {:.2}x (2 blocks)",
+        if from_cache {
+            "cached probe"
+        } else {
+            "probed now"
+        },
+        probe.threads,
+        probe.cost.a_s * 1e3,
+        probe.cost.b_s * 1e3,
+        probe.full_depth_tokens_per_s(n_layer),
+        probe.cost.max_speedup(n_layer),
+    )
+}
 
 /// Generate text from a prompt, skipping blocks.
 #[derive(Debug, Args)]
@@ -85,10 +104,26 @@ pub fn run(args: RunArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
-    let plan = args.skip.plan(
+    let n_seq = args.batch;
+    let mut session = model.session(&args.model.context_options(n_seq))?;
+    let probe = if args.skip.speedup_mode == SpeedupMode::Measured {
+        let threads = args.model.context_options(1).threads;
+        let probe_prompt = model.tokenize(super::PROBE_PROMPT, true)?;
+        let (probe, from_cache) =
+            probe::cached_or_measure(&path, &mut session, &probe_prompt, threads)?;
+        session.clear();
+        if !args.json {
+            eprintln!("{}", describe_probe(&probe, model.n_layer(), from_cache));
+        }
+        Some(probe)
+    } else {
+        None
+    };
+    let plan = args.skip.plan_with_cost(
         model.n_layer(),
         args.max_tokens as usize,
         u64::from(args.sampling.seed),
+        probe.as_ref().map(|p| &p.cost),
     )?;
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
@@ -110,8 +145,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         prompt
     };
     let tokens = model.tokenize(&text, true)?;
-    let n_seq = args.batch;
-    let mut session = model.session(&args.model.context_options(n_seq))?;
     let prompts = vec![tokens; n_seq as usize];
 
     let stream = !args.json && n_seq == 1;
@@ -153,6 +186,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             "speedup_target": plan.target(),
             "speedup_by_layers": model.n_layer() as f64 / active.len() as f64,
             "active_layers": active,
+            "speedup_mode": args.skip.speedup_mode.name(),
+            "predicted_speedup": probe.as_ref().map(|p| p.cost.predicted_speedup(active.len(), model.n_layer())),
+            "max_speedup": probe.as_ref().map(|p| p.cost.max_speedup(model.n_layer())),
             "masks_used": masks_used.iter().map(|m| m.active_indices()).collect::<Vec<_>>(),
             "prefill": args.skip.prefill,
             "prompt_tokens": generation.prompt_tokens,

@@ -12,6 +12,7 @@
 
 mod archive;
 mod catalog;
+mod header;
 mod pip;
 mod verify;
 
@@ -24,6 +25,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use catalog::{Catalog, Entry, Format, Kind, Package};
+pub use header::{Header, HeaderError, read_header};
 
 use archive::{HashWriter, copy_member, extract_dir, sha256_file};
 use verify::{verify_file, write_stamp};
