@@ -9,7 +9,6 @@ use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 use super::keys::{COMMANDS, KEYS};
 use super::layout::{Areas, areas, fit, input_cursor, input_rows, transcript_lines};
 use super::state::{ReplyPhase, State};
-use super::worker::BaselineSource;
 use crate::skip::SpeedupMode;
 
 /// Draws the whole screen.
@@ -142,13 +141,7 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
     match (state.baseline, state.probing, state.probe_skipped) {
         (Some(b), _, _) => {
             speed.push(Span::styled(format!("{:.1} tok/s", b.tokens_per_s), value));
-            speed.push(Span::styled(
-                match b.source {
-                    BaselineSource::Probe => " (probe)",
-                    BaselineSource::FirstReply => " (first full-depth reply)",
-                },
-                dim,
-            ));
+            speed.push(Span::styled(format!(" ({})", b.source.label()), dim));
         }
         (None, true, _) => speed.push(Span::styled("measuring…", Style::new().fg(Color::Yellow))),
         (None, false, true) => {
@@ -329,7 +322,7 @@ mod tests {
     use super::*;
     use crate::chat::controls::SkipControls;
     use crate::chat::state::{Entry, State};
-    use crate::chat::worker::{Baseline, ModelInfo, ReplyStats};
+    use crate::chat::worker::{Baseline, BaselineSource, ModelInfo, ReplyStats};
     use crate::engine::PrefillPolicy;
     use crate::skip::{Mask, StrategySpec};
 

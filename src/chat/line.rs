@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use super::apply;
 use super::keys::COMMANDS;
 use super::state::{Entry, Msg, State, submit, update};
-use super::worker::{BaselineSource, Engine, Event, ReplyStats};
+use super::worker::{Engine, Event, ReplyStats};
 
 /// Runs line mode until standard input ends or `/quit`.
 pub fn run(mut state: State, engine: Engine) -> Result<()> {
@@ -121,10 +121,7 @@ fn pump(
             Event::Baseline(b) => eprintln!(
                 "full depth: {:.1} tok/s ({})",
                 b.tokens_per_s,
-                match b.source {
-                    BaselineSource::Probe => "probe",
-                    BaselineSource::FirstReply => "first full-depth reply",
-                }
+                b.source.label()
             ),
             _ => {}
         }
@@ -163,10 +160,7 @@ pub fn stats_line(state: &State, stats: &ReplyStats) -> String {
             "achieved {:.2}x of {:.1} tok/s full depth ({})",
             stats.decode_tok_s / b.tokens_per_s,
             b.tokens_per_s,
-            match b.source {
-                BaselineSource::Probe => "probe",
-                BaselineSource::FirstReply => "first full-depth reply",
-            }
+            b.source.label()
         ),
         _ => "achieved — (no full-depth speed yet)".to_owned(),
     };

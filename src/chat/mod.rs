@@ -25,13 +25,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 
+use crate::bench::probe;
 use crate::cli::args::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::engine::Model;
 use crate::skip::SpeedupMode;
 use controls::SkipControls;
 use state::{Effect, Msg, State, update};
 use transcript::{Record, TranscriptWriter};
-use worker::{Engine, EngineSetup, ModelInfo};
+use worker::{Engine, EngineSetup, ModelInfo, StartProbe};
 
 /// Chat with a model in the terminal, changing the skip settings as it runs.
 #[derive(Debug, Args)]
@@ -95,14 +96,40 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let info = ModelInfo::of(&model);
     let max_tokens = args.max_tokens as usize;
     let seed = u64::from(args.sampling.seed);
-    let plan = args.skip.plan(model.n_layer(), max_tokens, seed)?;
+    let context = args.model.context_options(1);
+    // A cost-model probe from an earlier run makes measured mode available at once;
+    // measured mode asked for at start-up needs one before the first plan.
+    let cost_probe = match probe::cached(&path, context.threads) {
+        Some(p) => Some((p, false)),
+        None if args.skip.speedup_mode == SpeedupMode::Measured => {
+            eprintln!(
+                "measuring decode time per block for --speedup-mode measured \
+                 (a few seconds; cached for next time)..."
+            );
+            let mut session = model.session(&context)?;
+            let prompt = model.tokenize(crate::cli::PROBE_PROMPT, true)?;
+            let (p, from_cache) =
+                probe::cached_or_measure(&path, &mut session, &prompt, context.threads)?;
+            Some((p, !from_cache))
+        }
+        None => None,
+    };
+    let fresh = cost_probe.as_ref().is_some_and(|(_, fresh)| *fresh);
+    let start_probe = StartProbe {
+        quick: !args.no_probe && !fresh,
+        cost: cost_probe,
+    };
+    let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
+    let plan = args
+        .skip
+        .plan_with_cost(model.n_layer(), max_tokens, seed, cost.as_ref())?;
     let controls = SkipControls {
         n_layer: model.n_layer(),
         target: plan.target(),
         spec: plan.spec.clone(),
-        mode: SpeedupMode::Layers,
+        mode: args.skip.speedup_mode,
         prefill: args.skip.prefill,
-        cost: None,
+        cost,
         planned_len: max_tokens,
         seed,
     };
@@ -128,7 +155,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     }
 
     let mut state = State::new(info, controls.clone(), system.clone(), &loaded.messages);
-    state.probe_skipped = args.no_probe;
+    state.probe_skipped = !start_probe.quick && !fresh;
     if let Some(p) = &resume_path {
         state.notice(format!(
             "resumed {} message(s) from {}",
@@ -143,10 +170,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
         state.notice(w);
     }
     let setup = EngineSetup {
-        context: args.model.context_options(1),
+        context,
         sampling,
         max_tokens,
-        probe: !args.no_probe,
+        start_probe,
+        model_path: path,
         chats_dir,
         system,
         messages: loaded.messages.into_iter().map(|(m, _)| m).collect(),

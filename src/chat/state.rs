@@ -649,15 +649,20 @@ fn expand_home(path: &str) -> PathBuf {
 fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
     match event {
         Event::Probing => state.probing = true,
-        Event::Baseline(b) => state.baseline = Some(b),
+        Event::Baseline(b) => {
+            // The quick probe ends here; the cost-model probe ends with its `Cost`.
+            state.probing = false;
+            state.baseline = Some(b);
+        }
         Event::Cost(cost) => {
             state.probing = false;
             let mut c = state.controls.clone();
             c.cost = Some(cost);
-            if std::mem::take(&mut state.measured_pending)
-                && let Err(e) = c.toggle_mode()
-            {
-                state.notice(e);
+            if std::mem::take(&mut state.measured_pending) {
+                state.flash = None;
+                if let Err(e) = c.toggle_mode() {
+                    state.notice(e);
+                }
             }
             return state.set_controls(c);
         }
@@ -666,6 +671,7 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
             // Without a probe, the first full-depth reply gives the full-depth speed.
             state.probe_skipped = state.baseline.is_none();
             if std::mem::take(&mut state.measured_pending) {
+                state.flash = None;
                 state.notice(format!("measured mode is not available: {e}"));
             } else {
                 state.notice(e);
@@ -968,6 +974,20 @@ mod tests {
             }),
         );
         assert_eq!((s.mask.clone(), s.step), (mask, 7));
+    }
+
+    #[test]
+    fn the_probe_is_over_when_its_full_depth_speed_arrives() {
+        let mut s = state();
+        update(&mut s, Msg::Engine(Event::Probing));
+        assert!(s.probing);
+        let b = Baseline {
+            tokens_per_s: 100.0,
+            source: BaselineSource::Probe,
+        };
+        update(&mut s, Msg::Engine(Event::Baseline(b)));
+        assert!(!s.probing);
+        assert_eq!(s.baseline, Some(b));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::engine::ChatMessage;
 /// Version of the record format, written into each file's first line.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// One line of a transcript file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One line of a transcript file (written with its variant's name as `type`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     /// First line: what the conversation was started with.
@@ -49,12 +49,56 @@ pub enum Record {
         /// The text.
         content: String,
         /// What an assistant reply cost.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         stats: Option<ReplyStats>,
     },
-    /// A record type this version does not know (written by a later one): skipped.
-    #[serde(other)]
-    Unknown,
+}
+
+/// The fields of a `system` line that resuming needs.
+#[derive(Deserialize)]
+struct SystemLine {
+    content: Option<String>,
+}
+
+/// The fields of a `message` line that resuming needs.
+#[derive(Deserialize)]
+struct MessageLine {
+    role: String,
+    content: String,
+    #[serde(default)]
+    stats: Option<ReplyStats>,
+}
+
+/// What one line says, for resuming.
+enum Parsed {
+    System(Option<String>),
+    Message(ChatMessage, Option<ReplyStats>),
+}
+
+/// Reads one line: `None` for lines that change nothing (the start line, and record
+/// types a later version may add).
+///
+/// Read through a `Value` and plain structs rather than a tagged enum: serde's tagged
+/// enums buffer numbers in a way that fails for floats when serde_json's
+/// `arbitrary_precision` feature is on, and another dependency turns it on.
+fn parse_line(line: &str) -> serde_json::Result<Option<Parsed>> {
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    Ok(
+        match value.get("type").and_then(serde_json::Value::as_str) {
+            Some("system") => Some(Parsed::System(
+                serde_json::from_value::<SystemLine>(value)?.content,
+            )),
+            Some("message") => {
+                let m: MessageLine = serde_json::from_value(value)?;
+                let message = ChatMessage {
+                    role: m.role,
+                    content: m.content,
+                };
+                Some(Parsed::Message(message, m.stats))
+            }
+            _ => None,
+        },
+    )
 }
 
 /// A conversation read back from a transcript file.
@@ -176,27 +220,16 @@ pub fn load(path: &Path) -> Result<Loaded> {
         if line.trim().is_empty() {
             continue;
         }
-        let record: Record = match serde_json::from_str(line) {
-            Ok(r) => r,
-            Err(_) if Some(i) == last => {
-                loaded.skipped_tail = true;
-                continue;
-            }
+        match parse_line(line) {
+            Ok(Some(Parsed::System(content))) => loaded.system = content,
+            Ok(Some(Parsed::Message(message, stats))) => loaded.messages.push((message, stats)),
+            Ok(None) => {}
+            Err(_) if Some(i) == last => loaded.skipped_tail = true,
             Err(e) => bail!(
                 "{} line {}: not a transcript record: {e}",
                 path.display(),
                 i + 1
             ),
-        };
-        match record {
-            Record::System { content, .. } => loaded.system = content,
-            Record::Message {
-                role,
-                content,
-                stats,
-                ..
-            } => loaded.messages.push((ChatMessage { role, content }, stats)),
-            Record::Start { .. } | Record::Unknown => {}
         }
     }
     Ok(loaded)
@@ -267,6 +300,36 @@ mod tests {
             content: content.into(),
             stats: None,
         }
+    }
+
+    #[test]
+    fn reply_stats_with_fractional_numbers_are_read_back() {
+        let stats = ReplyStats {
+            tokens: 4,
+            prompt_tokens: 10,
+            prefill_tok_s: 115.48312248809773,
+            decode_tok_s: 73.8,
+            repair_tokens: 2,
+            repair_ms: 0.5,
+            stop: "max_tokens".into(),
+            n_layer: 30,
+            kept_min: 20,
+            kept_max: 30,
+            target: 1.5,
+            strategy: "unified".into(),
+            mode: "layers".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TranscriptWriter::create(dir.path(), &start()).unwrap();
+        w.append(&Record::Message {
+            time: 1,
+            role: "assistant".into(),
+            content: "hi".into(),
+            stats: Some(stats.clone()),
+        })
+        .unwrap();
+        let loaded = load(w.path()).unwrap();
+        assert_eq!(loaded.messages[0].1, Some(stats));
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! frame rate. The engine runs on its own thread; nothing here waits on it for longer
 //! than a frame.
 
-use std::io::{self, Stdout};
+use std::io::{self, Stdout, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::TryRecvError;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use crossterm::event::{
@@ -26,7 +26,7 @@ use ratatui::backend::CrosstermBackend;
 use super::apply;
 use super::draw::draw;
 use super::state::{Msg, State, update};
-use super::worker::Engine;
+use super::worker::{Engine, Stopper};
 
 /// Longest wait for input before the engine's events are looked at and the screen is
 /// redrawn: about 30 frames a second while a reply streams.
@@ -120,27 +120,70 @@ fn install_panic_hook() {
     }));
 }
 
+/// How long the UI has, after SIGTERM/SIGHUP/SIGINT, to shut down in order before the
+/// watchdog restores the terminal and exits by itself.
+const SIGNAL_GRACE: Duration = Duration::from_secs(3);
+
+/// Watches for SIGTERM, SIGHUP and SIGINT: sets `signalled` (the UI loop then quits in
+/// order) and stops the reply. If the UI has not finished within [`SIGNAL_GRACE`] — a
+/// terminal that hung up can keep crossterm's reader spinning, so the loop may never see
+/// the flag — it gives the terminal back and exits; every completed message is on disk.
+fn watch_signals(
+    signalled: Arc<AtomicBool>,
+    ui_done: Arc<AtomicBool>,
+    stopper: Stopper,
+) -> Result<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT])
+        .context("installing a signal handler")?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("uniskip-signals".into())
+        .spawn(move || {
+            let Some(signal) = signals.forever().next() else {
+                return;
+            };
+            signalled.store(true, Ordering::SeqCst);
+            stopper.stop_any();
+            let deadline = Instant::now() + SIGNAL_GRACE;
+            while Instant::now() < deadline {
+                if ui_done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            restore_terminal();
+            std::process::exit(128 + signal);
+        })
+        .context("starting the signal watcher")?;
+    Ok(handle)
+}
+
 /// Runs the chat screen until the person quits, the engine fails or a signal arrives.
 pub fn run(mut state: State, engine: Engine, mouse: bool) -> Result<()> {
     let signalled = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGINT,
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(&signalled))
-            .context("installing a signal handler")?;
-    }
+    let ui_done = Arc::new(AtomicBool::new(false));
+    let watcher = watch_signals(
+        Arc::clone(&signalled),
+        Arc::clone(&ui_done),
+        engine.stopper(),
+    )?;
     let mut guard = TerminalGuard::enter(mouse)?;
     let result = event_loop(&mut state, &engine, &mut guard, &signalled);
+    ui_done.store(true, Ordering::SeqCst);
+    watcher.close();
     drop(guard);
     engine.shutdown(Duration::from_secs(3));
+    if signalled.load(Ordering::SeqCst) {
+        // Ended from outside: the terminal may be gone, so there is no one to tell.
+        return Ok(());
+    }
     result?;
     if let Some(e) = state.fatal {
         bail!(e);
     }
     if let Some(path) = &state.transcript {
-        eprintln!("conversation saved in {}", path.display());
+        let _ = writeln!(io::stderr(), "conversation saved in {}", path.display());
     }
     Ok(())
 }

@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use super::controls::SkipControls;
 use super::transcript::{self, Record, TranscriptWriter};
+use crate::bench::probe::{self, Probe};
 use crate::bench::speed::{median, time_decode};
 use crate::engine::{
     ChatMessage, ContextOptions, LlamaToken, Model, Request, Sampling, Session, StopReason,
     generate,
 };
-use crate::skip::{CostModel, Depth, Mask, StrategySpec, plan};
+use crate::skip::{CostModel, Mask};
 
 /// The engine thread's name (the panic hook leaves its panics to the engine's own report).
 pub const ENGINE_THREAD: &str = "uniskip-engine";
@@ -62,6 +63,16 @@ pub enum BaselineSource {
     Probe,
     /// The first reply generated entirely at full depth.
     FirstReply,
+}
+
+impl BaselineSource {
+    /// How it was measured, in a few words.
+    pub fn label(self) -> &'static str {
+        match self {
+            BaselineSource::Probe => "probe",
+            BaselineSource::FirstReply => "first full-depth reply",
+        }
+    }
 }
 
 /// Full-depth decode speed on this machine, what achieved speedups are measured against.
@@ -162,7 +173,7 @@ pub enum Command {
     SetSystem(Option<String>),
     /// Start a new conversation (and a new transcript file).
     Reset,
-    /// Measure full-depth speed and the decode-time model again.
+    /// Measure (or load the cached) decode-time model, for measured speedup mode.
     Probe,
     /// Finish and end the thread.
     Quit,
@@ -208,6 +219,17 @@ pub enum Event {
     Failed(String),
 }
 
+/// What the engine knows, or measures, of decode speed when it starts.
+#[derive(Clone, Debug)]
+pub struct StartProbe {
+    /// A cost-model probe for measured mode, and whether it was measured just now (its
+    /// fit then also gives the full-depth speed) rather than cached by an earlier run.
+    pub cost: Option<(Probe, bool)>,
+    /// Time a few full-depth decodes for the full-depth speed (cut short when a message
+    /// arrives); a cached probe is not trusted for this, as the machine's load changes.
+    pub quick: bool,
+}
+
 /// How the engine thread runs.
 #[derive(Clone, Debug)]
 pub struct EngineSetup {
@@ -217,8 +239,10 @@ pub struct EngineSetup {
     pub sampling: Sampling,
     /// Most tokens per reply.
     pub max_tokens: usize,
-    /// Whether to measure full-depth speed at start-up.
-    pub probe: bool,
+    /// What is known of decode speed at start-up.
+    pub start_probe: StartProbe,
+    /// The model file (the cost-model probe is cached under it).
+    pub model_path: PathBuf,
     /// Where new transcripts go (after `/reset`).
     pub chats_dir: PathBuf,
     /// The system prompt to start with.
@@ -241,7 +265,26 @@ pub struct Engine {
     handle: Option<JoinHandle<()>>,
 }
 
+/// The stop value that stops whichever reply is running (the signal watchdog uses it).
+const STOP_ANY: u64 = u64::MAX;
+
+/// A handle that can stop the engine's reply from any thread.
+#[derive(Clone, Debug)]
+pub struct Stopper(Arc<AtomicU64>);
+
+impl Stopper {
+    /// Stops the reply being generated, whichever it is, after its current token.
+    pub fn stop_any(&self) {
+        self.0.store(STOP_ANY, Ordering::SeqCst);
+    }
+}
+
 impl Engine {
+    /// A handle that stops replies from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.stop))
+    }
+
     /// Starts the engine thread on `model`, appending to `transcript`.
     pub fn spawn(
         model: Model,
@@ -371,8 +414,11 @@ fn engine_thread(
     }
     // Commands that arrived while the probe ran, which they cut short.
     let mut pending = VecDeque::new();
-    if setup.probe {
-        probe(&mut session, shared, &mut || match commands.try_recv() {
+    if let Some((probe, fresh)) = &setup.start_probe.cost {
+        report_probe(shared, probe, model.n_layer(), *fresh);
+    }
+    if setup.start_probe.quick {
+        quick_probe(&mut session, shared, &mut || match commands.try_recv() {
             Ok(command) => {
                 pending.push_back(command);
                 true
@@ -406,8 +452,7 @@ fn engine_thread(
                 session.clear();
                 chat.new_transcript(&setup, shared);
             }
-            // Asked for explicitly: run it through.
-            Command::Probe => probe(&mut session, shared, &mut || false),
+            Command::Probe => cost_probe(&mut session, &setup, shared),
         }
     }
 }
@@ -559,7 +604,8 @@ impl Conversation {
                     text: piece.text.to_owned(),
                     at: Instant::now(),
                 });
-                if shared.stop.load(Ordering::SeqCst) == id {
+                let stop = shared.stop.load(Ordering::SeqCst);
+                if stop == id || stop == STOP_ANY {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -638,58 +684,66 @@ pub fn continuation_text(system: Option<&str>, messages: &[ChatMessage]) -> Stri
     out
 }
 
-/// Measures full-depth decode speed, then speed at half depth, and fits the decode-time
-/// model from the two. Reports each as it is known. `interrupted` is asked between runs:
-/// the person should never wait for the probe, so a message that arrives cuts it short
-/// (the first full-depth reply then gives the full-depth speed).
-fn probe(session: &mut Session<'_>, shared: &Shared, interrupted: &mut dyn FnMut() -> bool) {
+/// Measures full-depth decode speed (a few short runs) for the achieved speedup.
+/// `interrupted` is asked between runs: nobody should wait for this, so a message that
+/// arrives cuts it short (the first full-depth reply then gives the full-depth speed).
+fn quick_probe(session: &mut Session<'_>, shared: &Shared, interrupted: &mut dyn FnMut() -> bool) {
     shared.send(Event::Probing);
     let model = session.model();
-    let n_layer = model.n_layer();
-    let prompt = match model.tokenize("The lighthouse keeper climbed the stairs and", true) {
+    let prompt = match model.tokenize(crate::cli::PROBE_PROMPT, true) {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => return shared.send(Event::ProbeFailed("the probe prompt is empty".into())),
         Err(e) => return shared.send(Event::ProbeFailed(e.to_string())),
     };
-    let full = Mask::full(n_layer);
+    let full = Mask::full(model.n_layer());
     // A first short run warms caches and threads; it is not counted.
-    if let Err(e) = time_decode(session, &prompt, 4, Some(&full)) {
-        return shared.send(Event::ProbeFailed(e.to_string()));
-    }
-    let t_full = match seconds_per_token(session, &prompt, &full, interrupted) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            session.clear();
-            return shared.send(Event::ProbeFailed(
-                "speed probe put off for your message: the first full-depth reply gives \
-                 the full-depth speed"
-                    .into(),
-            ));
-        }
-        Err(e) => return shared.send(Event::ProbeFailed(e)),
-    };
-    shared.send(Event::Baseline(Baseline {
-        tokens_per_s: 1.0 / t_full,
-        source: BaselineSource::Probe,
-    }));
-    let kept = (n_layer / 2).max(2);
-    let cost = plan(&StrategySpec::Unified, n_layer, Depth::Kept(kept), 0)
+    let measured = time_decode(session, &prompt, 4, Some(&full))
         .map_err(|e| e.to_string())
-        .and_then(|half| {
-            seconds_per_token(session, &prompt, &half, interrupted)?.ok_or_else(|| {
-                "the probe was cut short by a message (Ctrl+T measures again)".to_owned()
-            })
-        })
-        .and_then(|t_half| {
-            CostModel::fit(&[(n_layer, t_full), (kept, t_half)]).map_err(|e| e.to_string())
+        .and_then(|_| seconds_per_token(session, &prompt, &full, interrupted));
+    session.clear();
+    match measured {
+        Ok(Some(t)) => shared.send(Event::Baseline(Baseline {
+            tokens_per_s: 1.0 / t,
+            source: BaselineSource::Probe,
+        })),
+        Ok(None) => shared.send(Event::ProbeFailed(
+            "speed probe put off for your message: the first full-depth reply gives \
+             the full-depth speed"
+                .into(),
+        )),
+        Err(e) => shared.send(Event::ProbeFailed(e)),
+    }
+}
+
+/// The cost-model probe that measured speedup mode plans with (the one `uniskip run
+/// --speedup-mode measured` uses, cached per model file and thread count).
+fn cost_probe(session: &mut Session<'_>, setup: &EngineSetup, shared: &Shared) {
+    shared.send(Event::Probing);
+    let model = session.model();
+    let result = model
+        .tokenize(crate::cli::PROBE_PROMPT, true)
+        .and_then(|prompt| {
+            probe::cached_or_measure(&setup.model_path, session, &prompt, setup.context.threads)
         });
     session.clear();
-    match cost {
-        Ok(cost) => shared.send(Event::Cost(cost)),
+    match result {
+        Ok((probe, from_cache)) => report_probe(shared, &probe, model.n_layer(), !from_cache),
         Err(e) => shared.send(Event::ProbeFailed(format!(
             "no decode-time model, so no measured mode: {e}"
         ))),
     }
+}
+
+/// Sends what a cost-model probe says: the decode-time model and, when it was measured
+/// just now, the full-depth speed by its fit.
+fn report_probe(shared: &Shared, probe: &Probe, n_layer: usize, fresh: bool) {
+    if fresh {
+        shared.send(Event::Baseline(Baseline {
+            tokens_per_s: probe.full_depth_tokens_per_s(n_layer),
+            source: BaselineSource::Probe,
+        }));
+    }
+    shared.send(Event::Cost(probe.cost));
 }
 
 /// The median time of one decode step under `mask`, over [`PROBE_ROUNDS`] runs; `None`
