@@ -145,6 +145,13 @@ fn full_screen_chat_streams_follows_target_changes_stops_and_restores_the_termin
     );
     assert!(screen.contains("Ctrl+C stops it"), "{screen}");
 
+    // Typing while the reply streams shows up at once.
+    tmux.type_text("draft");
+    tmux.wait_for("typed text in the input", Duration::from_secs(5), |s| {
+        s.contains("│ draft")
+    });
+    tmux.send(&["C-u"]);
+
     // Change the target mid-reply: the map follows at once.
     tmux.send(&["C-Right"]);
     let expected = plan(&StrategySpec::Unified, 30, Depth::Ratio(1.25), 0).unwrap();

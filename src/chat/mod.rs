@@ -49,14 +49,17 @@ Examples:
   echo 'Why is the sky blue?' | uniskip chat -n 48"
 )]
 pub struct ChatArgs {
+    /// Which model, threads, context size.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Most tokens per reply.
     #[arg(short = 'n', long = "max-tokens", value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens: u32,
+    /// The skip settings to start with.
     #[command(flatten)]
     pub skip: SkipArgs,
+    /// Sampling settings.
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// System prompt to start with (`/system TEXT` changes it later).
@@ -158,7 +161,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     state.probe_skipped = !start_probe.quick && !fresh;
     if let Some(p) = &resume_path {
         state.notice(format!(
-            "resumed {} message(s) from {}",
+            "resumed {} message(s) from {}; new ones are added to it",
             loaded.messages.len(),
             p.display()
         ));

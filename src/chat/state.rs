@@ -678,7 +678,14 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
             }
         }
         Event::Transcript(path) => {
-            state.notice(format!("transcript: {}", path.display()));
+            // A resumed conversation has already said which file it goes on in.
+            let told = state
+                .entries
+                .iter()
+                .any(|e| matches!(e, Entry::Notice(n) if n.contains(&*path.to_string_lossy())));
+            if !told {
+                state.notice(format!("transcript: {}", path.display()));
+            }
             state.transcript = Some(path);
         }
         Event::ReplyStarted => {
