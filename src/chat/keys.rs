@@ -15,6 +15,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl+C", "stop the reply; on an empty input, quit"),
     ("Ctrl+D, Esc q", "quit"),
     ("F1, ?", "this help (? on an empty input)"),
+    ("Shift+drag", "select text (or start with --no-mouse)"),
 ];
 
 /// Commands typed in the input, with what they do.
