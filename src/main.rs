@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => uniskip::cli::run::run(args),
         Command::Plan(args) => uniskip::cli::plan::run(args),
+        Command::Soak(args) => uniskip::cli::soak::run(args),
         Command::Bench(args) => uniskip::cli::bench::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
     };
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
             // One line: the error and its causes.
             let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
             eprintln!("error: {}", causes.join(": "));
-            ExitCode::from(1)
+            ExitCode::from(uniskip::cli::exit_code(&e))
         }
     }
 }
