@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Unified-skipping targets to measure (repeat the flag for several).
-    #[arg(short = 's', long, value_name = "R", default_values_t = [1.5, 2.0])]
+    #[arg(short = 's', long, value_name = "R", default_values_t = [1.5, 2.0], value_parser = super::parse_speedup)]
     pub speedup: Vec<f64>,
     /// Explicit skip lists to measure, e.g. `8-22` (repeat the flag for several).
     #[arg(long, value_name = "LIST")]

@@ -35,18 +35,24 @@ pub enum HeaderError {
 }
 
 /// Reads the header of the GGUF file at `path`.
+///
+/// The file is first checked by [`validate_file`](super::validate_file): gguf-rs panics or
+/// allocates without bound on some malformed files, so it only ever sees files whose
+/// structure is known to be sound, and a panic inside it is still caught.
 pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
     let shown = path.display().to_string();
     let unreadable = |reason: String| HeaderError::Unreadable {
         path: shown.clone(),
         reason,
     };
+    let summary = super::validate_file(path).map_err(|e| unreadable(e.problem.to_string()))?;
     let file = path
         .to_str()
         .ok_or_else(|| unreadable("the path is not valid UTF-8".into()))?;
-    let model = gguf_rs::get_gguf_container(file)
-        .and_then(|mut c| c.decode())
-        .map_err(|e| unreadable(e.to_string()))?;
+    let parsed =
+        std::panic::catch_unwind(|| gguf_rs::get_gguf_container(file).and_then(|mut c| c.decode()))
+            .map_err(|_| unreadable("the GGUF parser panicked on this file".into()))?;
+    let model = parsed.map_err(|e| unreadable(e.to_string()))?;
     let meta = model.metadata();
     let text = |key: &str| meta.get(key).and_then(|v| v.as_str()).map(str::to_string);
     let missing = |key: String| HeaderError::MissingKey {
@@ -60,6 +66,13 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
         .get(&count_key)
         .and_then(|v| v.as_u64())
         .ok_or_else(|| missing(count_key.clone()))? as usize;
+    // Two readers of one header must agree; if they do not, trust neither.
+    if architecture != summary.architecture || block_count != summary.block_count {
+        return Err(unreadable(format!(
+            "readers disagree: {architecture}/{block_count} blocks vs {}/{} blocks",
+            summary.architecture, summary.block_count
+        )));
+    }
     Ok(Header {
         name: text("general.name"),
         architecture,
