@@ -48,12 +48,24 @@ fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Re
     show_notices(state, &mut shown);
     // Start-up events (the transcript path, the probe) before the first message.
     pump(state, engine, interrupted, &mut shown, false)?;
-    for line in io::stdin().lock().lines() {
-        let line = line.context("reading standard input")?;
+    let mut stdin = io::stdin().lock();
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        if stdin
+            .read_until(b'\n', &mut bytes)
+            .context("reading standard input")?
+            == 0
+        {
+            break;
+        }
+        // Bytes that are not UTF-8 become U+FFFD rather than ending the chat.
+        let line = String::from_utf8_lossy(&bytes);
+        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
-        let effects = submit(state, &line);
+        let effects = submit(state, line);
         apply(state, engine, effects);
         if std::mem::take(&mut state.help) {
             for (k, d) in COMMANDS {

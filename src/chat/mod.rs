@@ -22,10 +22,11 @@ pub mod worker;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::bench::probe;
+use crate::cli::BadInput;
 use crate::cli::args::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::engine::Model;
 use crate::skip::SpeedupMode;
@@ -83,19 +84,23 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let resume_path = match &args.resume {
         None => None,
         Some(Some(path)) => Some(path.clone()),
-        Some(None) => Some(
-            transcript::latest(&chats_dir)
-                .ok_or_else(|| anyhow!("no conversation to resume in {}", chats_dir.display()))?,
-        ),
+        Some(None) => Some(transcript::latest(&chats_dir).ok_or_else(|| {
+            BadInput(format!(
+                "no conversation to resume in {}",
+                chats_dir.display()
+            ))
+        })?),
     };
+    // A transcript that cannot be read back is the caller's input gone wrong.
     let loaded = resume_path
         .as_deref()
-        .map(transcript::load)
+        .map(|p| transcript::load(p).map_err(|e| BadInput(format!("--resume: {e:#}"))))
         .transpose()?
         .unwrap_or_default();
 
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
+    args.model.check_context(&model)?;
     let info = ModelInfo::of(&model);
     let max_tokens = args.max_tokens as usize;
     let seed = u64::from(args.sampling.seed);

@@ -542,7 +542,15 @@ pub fn submit(state: &mut State, text: &str) -> Vec<Effect> {
     } else {
         text
     };
-    let message = message.trim_end().to_owned();
+    // Control characters (a NUL from a pipe, say) mean nothing to a model; drop them.
+    let message: String = message
+        .trim_end()
+        .chars()
+        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+        .collect();
+    if message.trim().is_empty() {
+        return Vec::new();
+    }
     if state.reply.is_active() {
         state.flash = Some("a reply is on its way: wait, or Ctrl+C to stop it".into());
         return Vec::new();
@@ -1124,6 +1132,14 @@ mod tests {
         };
         assert_eq!(path, &PathBuf::from("/tmp/chat.md"));
         assert!(markdown.starts_with("# Chat with Test Model\n") && markdown.contains("hello"));
+    }
+
+    #[test]
+    fn control_characters_are_dropped_from_messages() {
+        let mut s = state();
+        let effects = submit(&mut s, "a\0b\u{7}\tc");
+        assert_eq!(effects, [Effect::Engine(Command::Send("ab\tc".into()))]);
+        assert!(submit(&mut s, "\0\0").is_empty());
     }
 
     #[test]
