@@ -456,6 +456,16 @@ mod tests {
     }
 
     #[test]
+    fn tiny_terminals_draw_without_panicking() {
+        let mut s = busy_state();
+        s.input.insert("a message\nover two lines");
+        for (w, h) in [(1, 1), (10, 4), (20, 8), (40, 12)] {
+            s.help = w > 10;
+            render(&s, w, h);
+        }
+    }
+
+    #[test]
     fn long_text_is_wrapped_inside_the_transcript_border() {
         let s = busy_state();
         let screen = render(&s, 80, 24);
