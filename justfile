@@ -46,9 +46,14 @@ run *FLAGS: build
 test: model
     {{cargo}} test {{release}} -- --test-threads 2
 
-# Decode speed: no mask vs full depth through the hook vs skip masks (2 threads).
+# Speed and quality of every strategy at every target on the default model (2 threads;
+# includes a `full, hook unset` row). Table on stdout; JSON, table and charts in results/.
 bench *FLAGS: build
-    ./target/release/uniskip bench --threads 2 --rounds 7 --tokens 96 --speedup 1.5 --speedup 2 --skip-layers 8-22 {{FLAGS}}
+    ./target/release/uniskip bench --threads 2 {{FLAGS}}
+
+# A smaller grid in under 3 minutes (uses the calibration profile only if it is cached).
+bench-quick *FLAGS: build
+    ./target/release/uniskip bench --threads 2 --targets 1.5,3 --rounds 2 --tokens 16 --windows 4 --continuation 32 --no-calibrate {{FLAGS}}
 
 # Format and lint as CI expects.
 check:

@@ -3,10 +3,15 @@
 //! - [`skip`]: pure planning: masks, strategies, the cost model (no llama.cpp).
 //! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation.
 //! - [`models`]: the model catalog, and fetching models into the local cache.
+//! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
+//! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
+//! - [`bench`]: speed and quality of every strategy, side by side.
 
 pub mod bench;
+pub mod calibrate;
 pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod models;
+pub mod quality;
 pub mod skip;

@@ -13,6 +13,8 @@ fn main() -> ExitCode {
         Command::Plan(args) => uniskip::cli::plan::run(args),
         Command::Soak(args) => uniskip::cli::soak::run(args),
         Command::Bench(args) => uniskip::cli::bench::run(args),
+        Command::Ppl(args) => uniskip::cli::ppl::run(args),
+        Command::Calibrate(args) => uniskip::cli::calibrate::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
     };
     match result {

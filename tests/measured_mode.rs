@@ -53,15 +53,27 @@ fn the_measured_mode_picks_the_deepest_count_whose_fitted_time_meets_the_target(
     let configs = [
         speed::Config {
             label: "full".into(),
-            mask: None,
+            batch: 1,
+            schedule: speed::Schedule::Unset,
         },
         speed::Config {
             label: format!("{k} blocks"),
-            mask: Some(plan(&StrategySpec::Unified, n, Depth::Kept(k), 0).unwrap()),
+            batch: 1,
+            schedule: speed::Schedule::Fixed(
+                plan(&StrategySpec::Unified, n, Depth::Kept(k), 0).unwrap(),
+            ),
         },
     ];
-    let m = speed::measure(&mut session, &prompt, 32, &configs, 3, &mut |_, _| {}).unwrap();
-    let measured = m[1].median() / m[0].median();
+    let m = speed::measure(
+        std::slice::from_mut(&mut session),
+        &prompt,
+        32,
+        &configs,
+        3,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let measured = speed::median(&m[1].decode) / speed::median(&m[0].decode);
     let predicted = probe.cost.predicted_speedup(k, n);
     eprintln!(
         "measured mode at {target}x: {k}/{n} blocks, predicted {predicted:.3}x, measured {measured:.3}x ({:+.1}%{})",

@@ -54,17 +54,25 @@ pub fn measure(
         .iter()
         .map(|&k| speed::Config {
             label: format!("{k} blocks"),
-            mask: Some(
+            batch: session.n_seq(),
+            schedule: speed::Schedule::Fixed(
                 plan(&StrategySpec::Unified, n_layer, Depth::Kept(k), 0).expect("2..=L blocks"),
             ),
         })
         .collect();
-    let results = speed::measure(session, prompt, steps, &configs, rounds, &mut |_, _| {})?;
+    let results = speed::measure(
+        std::slice::from_mut(session),
+        prompt,
+        steps,
+        &configs,
+        rounds,
+        &mut |_, _| {},
+    )?;
     let samples: Vec<(usize, f64)> = depths
         .iter()
         .zip(&results)
         .map(|(&k, m)| {
-            let seconds: Vec<f64> = m.rounds.iter().map(|tps| 1.0 / tps).collect();
+            let seconds: Vec<f64> = m.decode.iter().map(|tps| 1.0 / tps).collect();
             (k, median(&seconds))
         })
         .collect();

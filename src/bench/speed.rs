@@ -1,49 +1,72 @@
-//! Decode speed of several masks, measured in one run, interleaved round by round.
+//! Prefill and decode speed of several configurations, measured in one run, interleaved.
 //!
-//! Each measurement prefills the same prompt at full depth into an empty cache, then
-//! decodes a fixed number of tokens one at a time under the configuration's mask, feeding
-//! back the most likely token and ignoring end-of-generation (so every configuration runs
-//! exactly the same number of steps). Rounds rotate the order of the configurations, so
-//! slow drifts of a shared machine hit all of them alike; medians are reported.
+//! Each measurement starts from an empty cache, prefills the same prompt for each of the
+//! batch's sequences at full depth (the paper's rule, the same for every strategy) as one
+//! batch, then decodes a fixed number of tokens per sequence one step at a time, all
+//! sequences together under the step's mask, feeding back the most likely token and
+//! ignoring end-of-generation (so every configuration runs exactly the same number of
+//! steps). Decode step `s` (1-based, as in [`crate::engine::generate`]) uses the schedule's
+//! mask for step `s`. Rounds rotate the order of the configurations, so slow drifts of a
+//! shared machine hit all of them alike; a warm-up round is run first and discarded.
 
 use std::time::{Duration, Instant};
 
 use crate::engine::{BatchToken, LlamaToken, Result, Session};
 use crate::skip::Mask;
 
+/// Decode steps per configuration in the warm-up round (at most the measured steps).
+pub const WARMUP_STEPS: usize = 8;
+
+/// The masks of a configuration, per decode step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// The hook stays unset: llama.cpp's own path, for comparing with full depth via the
+    /// hook.
+    Unset,
+    /// One mask for every step.
+    Fixed(Mask),
+    /// `masks[s]` for step `s`; steps past the end use the last one.
+    Steps(Vec<Mask>),
+}
+
+impl Schedule {
+    /// The mask of decode step `step` (`None`: hook unset).
+    pub fn mask(&self, step: usize) -> Option<&Mask> {
+        match self {
+            Schedule::Unset => None,
+            Schedule::Fixed(m) => Some(m),
+            Schedule::Steps(v) => v.get(step.min(v.len().saturating_sub(1))),
+        }
+    }
+
+    /// Mean number of computed blocks over steps `1..=steps` (all blocks when unset).
+    pub fn mean_active(&self, n_layer: usize, steps: usize) -> f64 {
+        let steps = steps.max(1);
+        (1..=steps)
+            .map(|s| self.mask(s).map_or(n_layer, Mask::n_active) as f64)
+            .sum::<f64>()
+            / steps as f64
+    }
+}
+
 /// One configuration to measure.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Label in reports.
+    /// Label in reports and progress lines.
     pub label: String,
-    /// The mask; `None` leaves the hook unset (llama.cpp's own path).
-    pub mask: Option<Mask>,
+    /// Sequences decoded together (a session with that many sequences must be given).
+    pub batch: usize,
+    /// The masks.
+    pub schedule: Schedule,
 }
 
-/// Measured decode speed of one configuration.
-#[derive(Debug, Clone)]
+/// Measured speed of one configuration, per round (warm-up excluded).
+#[derive(Debug, Clone, Default)]
 pub struct Measurement {
-    /// The configuration.
-    pub config: Config,
-    /// Tokens/s of each round, sequence-summed, in round order.
-    pub rounds: Vec<f64>,
-}
-
-impl Measurement {
-    /// Median tokens/s over the rounds.
-    pub fn median(&self) -> f64 {
-        median(&self.rounds)
-    }
-    /// Lowest and highest tokens/s over the rounds.
-    pub fn spread(&self) -> (f64, f64) {
-        let lo = self.rounds.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = self
-            .rounds
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        (lo, hi)
-    }
+    /// Prompt tokens per second (all sequences), per round.
+    pub prefill: Vec<f64>,
+    /// Generated tokens per second (all sequences), per round.
+    pub decode: Vec<f64>,
 }
 
 /// The median of `values` (0 for none).
@@ -61,78 +84,131 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Decodes `steps` tokens for each of the session's sequences under `mask` after a
-/// full-depth prefill of `prompt`, and returns the decode time.
+/// Lowest and highest of `values` (`(0, 0)` for none).
+pub fn spread(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// Prefills `prompt` for every sequence of the session at full depth, then decodes `steps`
+/// tokens per sequence under `schedule`; returns the prefill and the decode time.
+///
+/// The session's batch size must hold the prompt of every sequence at once.
+pub fn time_once(
+    session: &mut Session<'_>,
+    prompt: &[LlamaToken],
+    steps: usize,
+    schedule: &Schedule,
+) -> Result<(Duration, Duration)> {
+    session.clear();
+    let n_seq = session.n_seq();
+    let full = Mask::full(session.model().n_layer());
+    let prefill: Vec<BatchToken> = (0..n_seq as i32)
+        .flat_map(|seq| {
+            prompt
+                .iter()
+                .enumerate()
+                .map(move |(i, &token)| BatchToken {
+                    seq,
+                    token,
+                    logits: i + 1 == prompt.len(),
+                })
+        })
+        .collect();
+    // One batch (the session's batch size must hold it), so that every sequence's last
+    // token has its logits at once.
+    let start = Instant::now();
+    let mut outputs = session.decode(&prefill, Some(&full))?;
+    let prefill_time = start.elapsed();
+    let mut batch: Vec<BatchToken> = (0..n_seq as i32)
+        .map(|seq| BatchToken {
+            seq,
+            token: LlamaToken(0),
+            logits: true,
+        })
+        .collect();
+    let start = Instant::now();
+    for step in 1..=steps {
+        for (t, &i) in batch.iter_mut().zip(&outputs) {
+            t.token = argmax(session.logits(i));
+        }
+        outputs = session.decode(&batch, schedule.mask(step))?;
+    }
+    Ok((prefill_time, start.elapsed()))
+}
+
+/// The decode time of `steps` tokens under one mask (`None`: hook unset) after a
+/// full-depth prefill of `prompt`.
 pub fn time_decode(
     session: &mut Session<'_>,
     prompt: &[LlamaToken],
     steps: usize,
     mask: Option<&Mask>,
 ) -> Result<Duration> {
-    session.clear();
-    let n_seq = session.n_seq();
-    let full = Mask::full(session.model().n_layer());
-    for seq in 0..n_seq as i32 {
-        session.prefill(seq, &prompt[..prompt.len() - 1], Some(&full))?;
-    }
-    let mut batch: Vec<BatchToken> = (0..n_seq as i32)
-        .map(|seq| BatchToken {
-            seq,
-            token: *prompt.last().expect("non-empty prompt"),
-            logits: true,
-        })
-        .collect();
-    let mut outputs = session.decode(&batch, Some(&full))?;
-    let start = Instant::now();
-    for _ in 0..steps {
-        for (t, &i) in batch.iter_mut().zip(&outputs) {
-            t.token = argmax(session.logits(i));
-        }
-        outputs = session.decode(&batch, mask)?;
-    }
-    Ok(start.elapsed())
+    let schedule = mask.map_or(Schedule::Unset, |m| Schedule::Fixed(m.clone()));
+    time_once(session, prompt, steps, &schedule).map(|(_, decode)| decode)
 }
 
 fn argmax(logits: &[f32]) -> LlamaToken {
-    let (best, _) = logits
-        .iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc },
-        );
-    LlamaToken(best as i32)
+    LlamaToken(crate::quality::metrics::argmax(logits) as i32)
 }
 
-/// Measures every configuration `rounds` times, interleaved, after one warm-up pass;
-/// `progress(done, total)` is called after each measurement.
+/// Measures every configuration `rounds` times after a warm-up round, interleaved, on
+/// the session whose sequence count is the configuration's batch size.
+/// `progress(done, total)` is called after each measurement (in tokens processed).
 pub fn measure(
-    session: &mut Session<'_>,
+    sessions: &mut [Session<'_>],
     prompt: &[LlamaToken],
     steps: usize,
     configs: &[Config],
     rounds: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Measurement>> {
-    let mut out: Vec<Measurement> = configs
+    assert!(
+        !prompt.is_empty(),
+        "the prompt must hold at least one token"
+    );
+    let session_of: Vec<usize> = configs
         .iter()
-        .map(|c| Measurement {
-            config: c.clone(),
-            rounds: Vec::new(),
+        .map(|c| {
+            sessions
+                .iter()
+                .position(|s| s.n_seq() == c.batch)
+                .unwrap_or_else(|| panic!("no session with {} sequences", c.batch))
         })
         .collect();
-    let total = configs.len() * (rounds + 1);
+    let mut out = vec![Measurement::default(); configs.len()];
+    // Progress in tokens processed, so that the time left is right from the start.
+    let work = |c: &Config, n: usize| c.batch * (prompt.len() + n);
+    let warmup = steps.min(WARMUP_STEPS);
+    let total: usize = configs
+        .iter()
+        .map(|c| work(c, warmup) + rounds * work(c, steps))
+        .sum();
     let mut done = 0;
     for round in 0..=rounds {
         for k in 0..configs.len() {
             // Rotate the order each round so no configuration always runs first.
             let c = (k + round) % configs.len();
-            let t = time_decode(session, prompt, steps, configs[c].mask.as_ref())?;
+            let session = &mut sessions[session_of[c]];
+            let n = if round == 0 {
+                steps.min(WARMUP_STEPS)
+            } else {
+                steps
+            };
+            let (pt, dt) = time_once(session, prompt, n, &configs[c].schedule)?;
             if round > 0 {
-                let tokens = (steps * session.n_seq()) as f64;
-                out[c].rounds.push(tokens / t.as_secs_f64());
+                let n_seq = configs[c].batch as f64;
+                out[c]
+                    .prefill
+                    .push(n_seq * prompt.len() as f64 / pt.as_secs_f64());
+                out[c].decode.push(n_seq * steps as f64 / dt.as_secs_f64());
             }
-            done += 1;
+            done += work(&configs[c], n);
             progress(done, total);
         }
     }
@@ -141,12 +217,25 @@ pub fn measure(
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), (1.0, 3.0));
+    }
+
+    #[test]
+    fn a_step_schedule_holds_its_last_mask_and_averages_depth() {
+        let a = Mask::full(4);
+        let b = Mask::from_skip_list("1", 4).unwrap();
+        let s = Schedule::Steps(vec![a.clone(), a.clone(), b.clone()]);
+        assert_eq!(s.mask(1), Some(&a));
+        assert_eq!(s.mask(9), Some(&b));
+        assert_eq!(s.mean_active(4, 2), 3.5);
+        assert_eq!(Schedule::Unset.mask(1), None);
+        assert_eq!(Schedule::Unset.mean_active(4, 3), 4.0);
     }
 }

@@ -130,7 +130,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
     let plan = args
         .skip
-        .plan_with_cost(model.n_layer(), max_tokens, seed, cost.as_ref())?;
+        .plan_with(model.n_layer(), max_tokens, seed, cost.as_ref(), None)?;
     let controls = SkipControls {
         n_layer: model.n_layer(),
         target: plan.target(),

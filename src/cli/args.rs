@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::engine::{ContextOptions, ModelOptions, PrefillPolicy, Sampling};
@@ -80,7 +80,8 @@ pub struct SkipArgs {
     #[arg(short = 's', long, value_name = "R", default_value_t = 1.0, value_parser = super::parse_speedup)]
     pub speedup: f64,
     /// How the kept blocks are placed: unified (the paper: first and last kept, the rest
-    /// evenly spaced), early-exit, skipdecode, block, random.
+    /// evenly spaced), early-exit, skipdecode, block, random, calibrated (from the model's
+    /// `uniskip calibrate` profile; `ppl` and `bench` load it).
     #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_strategy)]
     pub strategy: Strategy,
     /// Skip exactly these blocks instead, e.g. `10-19,22` (0-based, inclusive ranges).
@@ -140,18 +141,21 @@ impl SkipPlan {
 
 impl SkipArgs {
     /// Plans for a model with `n_layer` blocks in `layers` mode; `planned_len` is
-    /// SkipDecode's ramp length, `seed` the random strategy's seed.
+    /// SkipDecode's ramp length, `seed` the random strategy's seed. `--speedup-mode
+    /// measured` and the calibrated strategy need [`SkipArgs::plan_with`].
     pub fn plan(&self, n_layer: usize, planned_len: usize, seed: u64) -> Result<SkipPlan> {
-        self.plan_with_cost(n_layer, planned_len, seed, None)
+        self.plan_with(n_layer, planned_len, seed, None, None)
     }
 
-    /// Like [`SkipArgs::plan`], with the cost model that `--speedup-mode measured` needs.
-    pub fn plan_with_cost(
+    /// Like [`SkipArgs::plan`], with the cost model that `--speedup-mode measured` needs
+    /// and the masks of the model's calibration profile (if one was loaded).
+    pub fn plan_with(
         &self,
         n_layer: usize,
         planned_len: usize,
         seed: u64,
         cost: Option<&CostModel>,
+        calibrated: Option<&[Mask]>,
     ) -> Result<SkipPlan> {
         let (spec, depth) = if let Some(list) = &self.skip_layers {
             let mask = Mask::from_skip_list(list, n_layer)
@@ -167,6 +171,15 @@ impl SkipArgs {
                     planned_len: planned_len.max(1),
                 },
                 Strategy::Random => StrategySpec::Random { seed },
+                Strategy::Calibrated => match calibrated {
+                    Some(masks) => StrategySpec::Calibrated {
+                        masks: masks.to_vec(),
+                    },
+                    None => bail!(
+                        "--strategy calibrated needs the model's calibration profile, which \
+                         this command does not load: use `uniskip ppl` or `uniskip bench`"
+                    ),
+                },
                 other => StrategySpec::default_for(other).expect("not manual"),
             };
             let depth = self

@@ -2,7 +2,10 @@
 
 pub mod args;
 pub mod bench;
+pub mod calibrate;
 pub mod plan;
+pub mod ppl;
+pub mod progress;
 pub mod run;
 pub mod soak;
 
@@ -33,8 +36,12 @@ pub enum Command {
     Chat(crate::chat::ChatArgs),
     /// Show which blocks a target keeps, without running the model.
     Plan(plan::PlanArgs),
-    /// Measure decode speed under masks (interleaved rounds, medians).
+    /// Speed and quality of every strategy at every target, side by side.
     Bench(bench::BenchArgs),
+    /// Perplexity and divergence from full depth of one configuration (teacher-forced).
+    Ppl(ppl::PplArgs),
+    /// Find, per kept count, the blocks whose skipping costs the least; cache the profile.
+    Calibrate(calibrate::CalibrateArgs),
     /// Long run with random mask changes: oracles and memory checked at checkpoints.
     Soak(soak::SoakArgs),
     /// Download a catalog model (or all) into the local cache.

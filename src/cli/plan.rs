@@ -83,11 +83,12 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
         _ => None,
     };
-    let plan = args.skip.plan_with_cost(
+    let plan = args.skip.plan_with(
         n_layer,
         args.planned_len,
         args.seed,
         probe.as_ref().map(|p| &p.cost),
+        None,
     )?;
     let mask = plan.mask(args.step);
     let kept = mask.active_indices();

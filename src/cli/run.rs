@@ -147,11 +147,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
-    let plan = args.skip.plan_with_cost(
+    let plan = args.skip.plan_with(
         model.n_layer(),
         args.max_tokens as usize,
         u64::from(args.sampling.seed),
         probe.as_ref().map(|p| &p.cost),
+        None,
     )?;
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {

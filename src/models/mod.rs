@@ -201,6 +201,11 @@ pub fn ensure(spec: Option<&str>, progress: Progress) -> Result<PathBuf, ModelEr
     Store::open()?.ensure(spec, progress)
 }
 
+/// The sha256 of a file, as lowercase hex (what names a model in caches and reports).
+pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
+    sha256_file(path).ctx(|| format!("hashing {}", path.display()))
+}
+
 /// The catalog with where each entry lives and whether it is there, for printing.
 pub fn list() -> Result<Vec<Listing>, ModelError> {
     Ok(Store::open()?.list())

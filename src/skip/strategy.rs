@@ -37,17 +37,21 @@ pub enum Strategy {
     Random,
     /// An explicit mask given by the caller.
     Manual,
+    /// Kept blocks chosen per kept count by measuring, on calibration text, what
+    /// each choice costs in KL divergence from full depth (`uniskip calibrate`).
+    Calibrated,
 }
 
 impl Strategy {
     /// Every strategy, in the order they are listed in help texts.
-    pub const ALL: [Strategy; 6] = [
+    pub const ALL: [Strategy; 7] = [
         Strategy::Unified,
         Strategy::EarlyExit,
         Strategy::SkipDecode,
         Strategy::Block,
         Strategy::Random,
         Strategy::Manual,
+        Strategy::Calibrated,
     ];
 
     /// The name used on the command line (`early-exit`, `skipdecode`, ...).
@@ -59,6 +63,7 @@ impl Strategy {
             Strategy::Block => "block",
             Strategy::Random => "random",
             Strategy::Manual => "manual",
+            Strategy::Calibrated => "calibrated",
         }
     }
 }
@@ -79,7 +84,7 @@ impl FromStr for Strategy {
             .ok_or_else(|| ParseNameError {
                 what: "strategy",
                 value: s.to_owned(),
-                expected: "unified, early-exit, skipdecode, block, random, manual",
+                expected: "unified, early-exit, skipdecode, block, random, manual, calibrated",
             })
     }
 }
@@ -155,6 +160,12 @@ pub enum StrategySpec {
         /// The mask to use for every token.
         mask: Mask,
     },
+    /// See [`Strategy::Calibrated`]: the kept count comes from the depth, the
+    /// placement from a calibration profile.
+    Calibrated {
+        /// One mask per calibrated kept count (a profile need not cover them all).
+        masks: Vec<Mask>,
+    },
 }
 
 impl StrategySpec {
@@ -162,7 +173,8 @@ impl StrategySpec {
     pub const DEFAULT_PLANNED_LEN: usize = 128;
 
     /// The strategy with its default parameters, or `None` for
-    /// [`Strategy::Manual`], which has no sensible default mask.
+    /// [`Strategy::Manual`] and [`Strategy::Calibrated`], which need a mask or a
+    /// calibration profile.
     pub fn default_for(strategy: Strategy) -> Option<StrategySpec> {
         Some(match strategy {
             Strategy::Unified => StrategySpec::Unified,
@@ -174,7 +186,7 @@ impl StrategySpec {
                 placement: BlockPlacement::Deepest,
             },
             Strategy::Random => StrategySpec::Random { seed: 0 },
-            Strategy::Manual => return None,
+            Strategy::Manual | Strategy::Calibrated => return None,
         })
     }
 
@@ -187,6 +199,7 @@ impl StrategySpec {
             StrategySpec::Block { .. } => Strategy::Block,
             StrategySpec::Random { .. } => Strategy::Random,
             StrategySpec::Manual { .. } => Strategy::Manual,
+            StrategySpec::Calibrated { .. } => Strategy::Calibrated,
         }
     }
 
@@ -305,6 +318,17 @@ pub enum PlanError {
     /// SkipDecode was asked to plan over zero tokens.
     #[error("skipdecode needs a planned length of at least 1 token")]
     ZeroPlannedLen,
+    /// The calibration profile has no mask for this kept count.
+    #[error(
+        "the calibration profile has no placement for {kept} of {n_layer} blocks \
+         (run `uniskip calibrate` to complete it)"
+    )]
+    NotCalibrated {
+        /// The kept count asked for.
+        kept: usize,
+        /// Number of blocks in the model.
+        n_layer: usize,
+    },
 }
 
 fn check_n_layer(n_layer: usize) -> Result<(), PlanError> {
@@ -320,6 +344,7 @@ fn check_n_layer(n_layer: usize) -> Result<(), PlanError> {
 /// Every result has exactly `n_layer` entries; the count-based strategies
 /// keep `depth.kept(n_layer)` blocks, SkipDecode averages `depth` over its
 /// planned length, and a manual mask is returned as given (`depth` unused).
+/// A calibrated spec returns its mask for the kept count (full depth needs none).
 /// Only SkipDecode looks at `step`; it rebuilds its schedule on each call
 /// (O(planned_len log planned_len), negligible next to a forward pass), and
 /// [`skipdecode_schedule`] gives the whole schedule at once when wanted.
@@ -350,6 +375,17 @@ pub fn plan(
         StrategySpec::EarlyExit => Ok(Mask::from_kept(n_layer, 0..depth.kept(n_layer)?)),
         StrategySpec::Block { placement } => block(n_layer, depth.kept(n_layer)?, *placement),
         StrategySpec::Random { seed } => Ok(random(n_layer, depth.kept(n_layer)?, *seed)),
+        StrategySpec::Calibrated { masks } => {
+            let kept = depth.kept(n_layer)?;
+            if kept == n_layer {
+                return Ok(Mask::full(n_layer));
+            }
+            masks
+                .iter()
+                .find(|m| m.n_layer() == n_layer && m.n_active() == kept)
+                .cloned()
+                .ok_or(PlanError::NotCalibrated { kept, n_layer })
+        }
     }
 }
 
@@ -668,6 +704,25 @@ mod tests {
     }
 
     #[test]
+    fn calibrated_picks_the_profile_mask_for_the_kept_count() {
+        let five = Mask::from_skip_list("2-4", 8).unwrap();
+        let four = Mask::from_skip_list("0,2-4", 8).unwrap();
+        let spec = StrategySpec::Calibrated {
+            masks: vec![five.clone(), four.clone()],
+        };
+        assert_eq!(plan(&spec, 8, Depth::Kept(5), 0), Ok(five));
+        assert_eq!(plan(&spec, 8, Depth::Ratio(2.0), 0), Ok(four));
+        assert!(plan(&spec, 8, Depth::Ratio(1.0), 0).unwrap().is_full());
+        assert_eq!(
+            plan(&spec, 8, Depth::Kept(3), 0),
+            Err(PlanError::NotCalibrated {
+                kept: 3,
+                n_layer: 8
+            })
+        );
+    }
+
+    #[test]
     fn skipdecode_starts_full_and_skips_bottom_blocks_after_block_0() {
         let spec = StrategySpec::SkipDecode { planned_len: 11 };
         // L = 12 at 2x: mean 6, ideal ramp 10, 9.2, ..., 2.8, 2 (limited by
@@ -712,7 +767,7 @@ mod tests {
         for s in Strategy::ALL {
             match StrategySpec::default_for(s) {
                 Some(spec) => assert_eq!(spec.strategy(), s),
-                None => assert_eq!(s, Strategy::Manual),
+                None => assert!(matches!(s, Strategy::Manual | Strategy::Calibrated)),
             }
         }
     }

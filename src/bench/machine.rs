@@ -1,0 +1,147 @@
+//! Where and when a measurement ran: the machine and the date, for reports.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The machine a benchmark ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model name (from /proc/cpuinfo where there is one).
+    pub cpu: String,
+    /// Logical CPUs this process may use.
+    pub logical_cpus: usize,
+    /// Operating system.
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// The 1-minute load average when the run started (other work competing for the
+    /// CPUs; `None` where the system does not say).
+    pub load_average: Option<f64>,
+}
+
+impl Machine {
+    /// Describes the running machine.
+    pub fn current() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cpu,
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next()?.parse().ok()),
+        }
+    }
+
+    /// One line: `Intel Xeon (2 logical CPUs, linux x86_64, load 0.3)`.
+    pub fn summary(&self) -> String {
+        let load = self
+            .load_average
+            .map_or(String::new(), |l| format!(", load {l:.1}"));
+        format!(
+            "{} ({} logical CPUs, {} {}{load})",
+            self.cpu, self.logical_cpus, self.os, self.arch
+        )
+    }
+}
+
+/// CPU time this process has used so far (user + system, all threads), in seconds, where
+/// the system says (Linux). Next to the wall time it tells a slow machine from a busy one.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15, in USER_HZ ticks (100 per second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (UTC).
+pub fn utc_timestamp(unix: u64) -> String {
+    let (y, m, d) = civil_from_days((unix / 86_400) as i64);
+    let s = unix % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// `YYYYMMDD-HHMMSS` for a Unix time (UTC), for file names.
+pub fn file_stamp(unix: u64) -> String {
+    utc_timestamp(unix)
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+/// Year, month and day of a count of days since 1970-01-01 (proleptic Gregorian;
+/// H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_known_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day) 12:34:56.
+        assert_eq!(utc_timestamp(951_827_696), "2000-02-29T12:34:56Z");
+        assert_eq!(utc_timestamp(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(file_stamp(951_827_696), "20000229-123456");
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let Some(before) = process_cpu_seconds() else {
+            return; // not Linux
+        };
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed().as_millis() < 300 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu_seconds().unwrap();
+        assert!(after > before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn the_machine_is_described() {
+        let m = Machine::current();
+        assert!(m.logical_cpus >= 1);
+        assert!(m.summary().contains("logical CPUs"));
+    }
+}
