@@ -190,10 +190,17 @@ pub fn measure(
         .map(|c| work(c, warmup) + rounds * work(c, steps))
         .sum();
     let mut done = 0;
+    progress(0, total);
     for round in 0..=rounds {
         for k in 0..configs.len() {
-            // Rotate the order each round so no configuration always runs first.
-            let c = (k + round) % configs.len();
+            // The order rotates each round and runs backwards every other round, so no
+            // configuration always runs first or always next to the same neighbours.
+            let n_cfg = configs.len();
+            let c = if round % 2 == 0 {
+                (k + round) % n_cfg
+            } else {
+                (n_cfg - 1 - k + round) % n_cfg
+            };
             let session = &mut sessions[session_of[c]];
             let n = if round == 0 {
                 steps.min(WARMUP_STEPS)

@@ -463,16 +463,14 @@ pub fn throughput_chart(report: &Report, batch: usize) -> Option<String> {
     let y = f.py(full);
     let _ = writeln!(
         out,
-        r##"<line x1="{LEFT}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#000000" stroke-width="2" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" font-weight="bold">full depth {full:.0}</text>"##,
-        W - RIGHT,
-        LEFT + 6.0,
-        y - 6.0
+        r##"<line x1="{LEFT}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#000000" stroke-width="2" stroke-dasharray="6 4"/>"##,
+        W - RIGHT
     );
     let mut entries: Vec<(String, &str, bool)> = names
         .iter()
         .map(|n| (n.to_string(), color(n), false))
         .collect();
-    entries.push(("full depth".into(), color("full"), true));
+    entries.push((format!("full depth ({full:.0})"), color("full"), true));
     legend(&mut out, &entries);
     out.push_str("</svg>\n");
     Some(out)
@@ -594,7 +592,7 @@ mod tests {
         let svg = throughput_chart(&report(), 8).unwrap();
         assert_eq!(svg.matches("<rect x=").count(), 3, "three possible cells");
         assert!(svg.contains(">impossible</text>"));
-        assert!(svg.contains("full depth 640"));
+        assert!(svg.contains("full depth (640)"));
         assert!(
             throughput_chart(&report(), 2).is_none(),
             "batch 2 was not measured"

@@ -245,6 +245,11 @@ impl Search<'_> {
             .map(|k| (k + 1 + fixed_placements().len()) * (k + FIXED_COST))
             .sum();
         let mut done = 0;
+        progress(SearchProgress {
+            done,
+            total,
+            kept: first_kept,
+        });
         let mut tf = TeacherForcing::new(
             self.model,
             self.threads,

@@ -67,7 +67,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST")]
     pub skip_layers: Vec<String>,
     /// Measured rounds per configuration (after a warm-up round).
-    #[arg(long, value_name = "N", default_value_t = 3,
+    #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
     /// Tokens decoded per sequence per measurement.

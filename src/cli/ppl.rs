@@ -15,7 +15,7 @@ use crate::quality::{Corpus, Slice, WindowShape, evaluate};
 use crate::skip::{Mask, Strategy};
 
 /// Default evaluation slice of `ppl` and `bench`: windows, prefix and continuation tokens.
-pub const DEFAULT_WINDOWS: u32 = 8;
+pub const DEFAULT_WINDOWS: u32 = 16;
 /// See [`DEFAULT_WINDOWS`].
 pub const DEFAULT_PREFIX: u32 = 64;
 /// See [`DEFAULT_WINDOWS`].

@@ -4,10 +4,11 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// One bar for one phase of work.
+/// One bar for one phase of work; its clock starts at the first update (report `0` done
+/// when the work starts).
 pub struct Progress {
     label: String,
-    started: Instant,
+    started: Option<Instant>,
     tty: bool,
     last_draw: Option<Instant>,
     last_tenth: usize,
@@ -18,7 +19,7 @@ impl Progress {
     pub fn new(label: &str) -> Progress {
         Progress {
             label: label.to_string(),
-            started: Instant::now(),
+            started: None,
             tty: std::io::stderr().is_terminal(),
             last_draw: None,
             last_tenth: 0,
@@ -29,7 +30,7 @@ impl Progress {
     pub fn update(&mut self, done: usize, total: usize, detail: &str) {
         let total = total.max(1);
         let done = done.min(total);
-        let elapsed = self.started.elapsed();
+        let elapsed = self.started.get_or_insert_with(Instant::now).elapsed();
         let left = if done == 0 {
             None
         } else {
@@ -77,9 +78,9 @@ impl Progress {
         }
     }
 
-    /// Time since the bar started.
+    /// Time since the first update.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.started.map_or(Duration::ZERO, |t| t.elapsed())
     }
 }
 

@@ -232,6 +232,7 @@ pub fn evaluate(
     let per_group: usize = schedules.iter().map(|m| weight(m)).sum();
     let total = groups.len() * per_group;
     let mut done = 0;
+    progress(0, total);
     for g in groups {
         let mut tf = TeacherForcing::new(model, threads, g.to_vec(), shape)?;
         for (acc, masks) in out.iter_mut().zip(schedules) {
