@@ -9,13 +9,30 @@ release := "--release --locked"
 # Chat with the default model (fetched on first use).
 default: chat
 
-# Interactive chat on the default model; extra flags go to `uniskip run`.
+# Chat in the terminal on the default model; extra flags go to `uniskip chat`.
 chat *FLAGS: build
-    ./target/release/uniskip run --chat -p "Explain in three sentences why the sky is blue." {{FLAGS}}
+    ./target/release/uniskip chat {{FLAGS}}
 
 # Build the binary (llama.cpp with the skip hook included).
-build:
+build: setup
     {{cargo}} build {{release}}
+
+# Install what building needs when it is missing (cmake, libclang for bindgen, pip).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    command -v cmake >/dev/null || missing+=(cmake)
+    ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+    [ ${#missing[@]} -eq 0 ] && exit 0
+    echo "uniskip needs: ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        echo "install them (e.g. sudo apt-get install ${missing[*]}) and run again" >&2
+        exit 1
+    fi
 
 # Fetch the default model, the test models and the text corpus into the cache.
 model: build
@@ -45,6 +62,6 @@ check:
 
 # Print the hook revision of ffi/ and write it into .cargo/config.toml (after editing ffi/).
 hook-rev:
-    rev=$(cd ffi && for f in $(ls | LC_ALL=C sort); do [ -f "$f" ] && echo "$f $(sha256sum "$f" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16); \
+    @rev=$(cd ffi && for f in $(ls | LC_ALL=C sort); do [ -f "$f" ] && echo "$f $(sha256sum "$f" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16); \
     sed -i "s/^GGML_UNISKIP_REV = .*/GGML_UNISKIP_REV = \"$rev\"/" .cargo/config.toml; \
     echo "$rev"

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod models;

@@ -9,6 +9,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => uniskip::cli::run::run(args),
+        Command::Chat(args) => uniskip::chat::run(args),
+        Command::Plan(args) => uniskip::cli::plan::run(args),
+        Command::Soak(args) => uniskip::cli::soak::run(args),
         Command::Bench(args) => uniskip::cli::bench::run(args),
         Command::Ppl(args) => uniskip::cli::ppl::run(args),
         Command::Calibrate(args) => uniskip::cli::calibrate::run(args),
@@ -20,7 +23,7 @@ fn main() -> ExitCode {
             // One line: the error and its causes.
             let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
             eprintln!("error: {}", causes.join(": "));
-            ExitCode::from(1)
+            ExitCode::from(uniskip::cli::exit_code(&e))
         }
     }
 }

@@ -9,7 +9,9 @@
 
 pub mod grid;
 pub mod machine;
+pub mod probe;
 pub mod report;
+pub mod soak;
 pub mod speed;
 pub mod svg;
 

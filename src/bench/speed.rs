@@ -141,6 +141,18 @@ pub fn time_once(
     Ok((prefill_time, start.elapsed()))
 }
 
+/// The decode time of `steps` tokens under one mask (`None`: hook unset) after a
+/// full-depth prefill of `prompt`.
+pub fn time_decode(
+    session: &mut Session<'_>,
+    prompt: &[LlamaToken],
+    steps: usize,
+    mask: Option<&Mask>,
+) -> Result<Duration> {
+    let schedule = mask.map_or(Schedule::Unset, |m| Schedule::Fixed(m.clone()));
+    time_once(session, prompt, steps, &schedule).map(|(_, decode)| decode)
+}
+
 fn argmax(logits: &[f32]) -> LlamaToken {
     LlamaToken(crate::quality::metrics::argmax(logits) as i32)
 }

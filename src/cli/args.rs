@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::engine::{ContextOptions, ModelOptions, PrefillPolicy, Sampling};
-use crate::skip::{Depth, Mask, Strategy, StrategySpec, plan};
+use crate::skip::{CostModel, Depth, Mask, SpeedupMode, Strategy, StrategySpec, plan};
 
 /// Which model to load and how to run it.
 #[derive(Debug, Clone, Args)]
@@ -20,7 +20,7 @@ pub struct ModelArgs {
     pub threads: Option<u16>,
     /// Context size in tokens (all sequences together).
     #[arg(short = 'c', long = "ctx", value_name = "C", default_value_t = 2048,
-          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+          value_parser = clap::value_parser!(u32).range(16..=262_144))]
     pub ctx: u32,
     /// Layers to offload to the GPU (builds with --features cuda, metal or vulkan).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -34,6 +34,21 @@ impl ModelArgs {
             self.model.as_deref(),
             crate::models::Progress::Stderr,
         )?)
+    }
+
+    /// Refuses a context larger than the model was trained for: its positions mean nothing
+    /// past that, and the K/V cache would be allocated for nothing.
+    pub fn check_context(&self, model: &crate::engine::Model) -> Result<()> {
+        let trained = model.n_ctx_train();
+        if self.ctx as usize > trained {
+            return Err(super::BadInput(format!(
+                "--ctx {} is larger than the {trained} tokens {} was trained on; use --ctx {trained} or less",
+                self.ctx,
+                model.name()
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// Options for loading the model.
@@ -62,7 +77,7 @@ impl ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SkipArgs {
     /// Target speedup R >= 1: keep floor(L/R) of the model's L blocks (1 = full depth).
-    #[arg(short = 's', long, value_name = "R", default_value_t = 1.0)]
+    #[arg(short = 's', long, value_name = "R", default_value_t = 1.0, value_parser = super::parse_speedup)]
     pub speedup: f64,
     /// How the kept blocks are placed: unified (the paper: first and last kept, the rest
     /// evenly spaced), early-exit, skipdecode, block, random, calibrated (from the model's
@@ -72,9 +87,18 @@ pub struct SkipArgs {
     /// Skip exactly these blocks instead, e.g. `10-19,22` (0-based, inclusive ranges).
     #[arg(long, value_name = "LIST", conflicts_with_all = ["speedup", "strategy"])]
     pub skip_layers: Option<String>,
+    /// How R becomes a block count: layers (the paper: keep floor(L/R)) or measured (probe
+    /// decode time per block on this machine and keep as many blocks as reach R in time).
+    #[arg(long, value_name = "MODE", default_value = "layers", value_parser = parse_mode)]
+    pub speedup_mode: SpeedupMode,
     /// Which blocks the prompt runs through: full (all; the paper's rule) or masked.
     #[arg(long, value_enum, value_name = "P", default_value_t = PrefillPolicy::Full)]
     pub prefill: PrefillPolicy,
+}
+
+fn parse_mode(s: &str) -> std::result::Result<SpeedupMode, String> {
+    s.parse()
+        .map_err(|e: crate::skip::ParseNameError| e.to_string())
 }
 
 fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
@@ -96,6 +120,8 @@ pub struct SkipPlan {
     pub depth: Depth,
     /// The model's block count.
     pub n_layer: usize,
+    /// The target speedup asked for.
+    pub target: f64,
 }
 
 impl SkipPlan {
@@ -106,28 +132,29 @@ impl SkipPlan {
 
     /// The target speedup the plan was made for (block count ratio for manual masks).
     pub fn target(&self) -> f64 {
-        match self.depth {
-            Depth::Ratio(r) => r,
-            Depth::Kept(k) => self.n_layer as f64 / k as f64,
+        match (&self.spec, self.depth) {
+            (StrategySpec::Manual { mask }, _) => self.n_layer as f64 / mask.n_active() as f64,
+            _ => self.target,
         }
     }
 }
 
 impl SkipArgs {
-    /// Plans for a model with `n_layer` blocks; `planned_len` is SkipDecode's ramp length,
-    /// `seed` the random strategy's seed. The calibrated strategy needs
-    /// [`SkipArgs::plan_with`].
+    /// Plans for a model with `n_layer` blocks in `layers` mode; `planned_len` is
+    /// SkipDecode's ramp length, `seed` the random strategy's seed. `--speedup-mode
+    /// measured` and the calibrated strategy need [`SkipArgs::plan_with`].
     pub fn plan(&self, n_layer: usize, planned_len: usize, seed: u64) -> Result<SkipPlan> {
-        self.plan_with(n_layer, planned_len, seed, None)
+        self.plan_with(n_layer, planned_len, seed, None, None)
     }
 
-    /// Like [`SkipArgs::plan`], with the masks of the model's calibration profile (if one
-    /// was loaded) for the calibrated strategy.
+    /// Like [`SkipArgs::plan`], with the cost model that `--speedup-mode measured` needs
+    /// and the masks of the model's calibration profile (if one was loaded).
     pub fn plan_with(
         &self,
         n_layer: usize,
         planned_len: usize,
         seed: u64,
+        cost: Option<&CostModel>,
         calibrated: Option<&[Mask]>,
     ) -> Result<SkipPlan> {
         let (spec, depth) = if let Some(list) = &self.skip_layers {
@@ -136,7 +163,7 @@ impl SkipArgs {
             let kept = mask.n_active();
             (
                 StrategySpec::Manual { mask },
-                Depth::Kept(kept.max(2).min(n_layer)),
+                Depth::Kept(kept.clamp(2, n_layer)),
             )
         } else {
             let spec = match self.strategy {
@@ -155,16 +182,20 @@ impl SkipArgs {
                 },
                 other => StrategySpec::default_for(other).expect("not manual"),
             };
-            (spec, Depth::Ratio(self.speedup))
+            let depth = self
+                .speedup_mode
+                .depth(self.speedup, n_layer, cost)
+                .with_context(|| format!("--speedup {}", self.speedup))?;
+            (spec, depth)
         };
         let plan = SkipPlan {
             spec,
             depth,
             n_layer,
+            target: self.speedup,
         };
-        if let Err(e) = crate::skip::plan(&plan.spec, n_layer, depth, 0) {
-            bail!("--speedup {}: {e}", self.speedup);
-        }
+        crate::skip::plan(&plan.spec, n_layer, depth, 0)
+            .with_context(|| format!("--speedup {}", self.speedup))?;
         Ok(plan)
     }
 }
@@ -173,19 +204,19 @@ impl SkipArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
     /// Temperature; 0 = greedy (deterministic).
-    #[arg(long = "temp", value_name = "T", default_value_t = 0.0)]
+    #[arg(long = "temp", value_name = "T", default_value_t = 0.0, value_parser = float_in(0.0, 100.0))]
     pub temperature: f32,
     /// Keep the K most likely tokens (0 = off).
-    #[arg(long, value_name = "K", default_value_t = 40)]
+    #[arg(long, value_name = "K", default_value_t = 40, value_parser = clap::value_parser!(i32).range(0..))]
     pub top_k: i32,
     /// Nucleus sampling: keep tokens up to this cumulative probability (1 = off).
-    #[arg(long, value_name = "P", default_value_t = 0.95)]
+    #[arg(long, value_name = "P", default_value_t = 0.95, value_parser = float_in(0.0, 1.0))]
     pub top_p: f32,
     /// Drop tokens below this fraction of the best token's probability (0 = off).
-    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    #[arg(long, value_name = "P", default_value_t = 0.05, value_parser = float_in(0.0, 1.0))]
     pub min_p: f32,
     /// Penalty on recently generated tokens (1 = off).
-    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = float_in(0.01, 10.0))]
     pub repeat_penalty: f32,
     /// Random seed.
     #[arg(long, value_name = "S", default_value_t = 42)]
@@ -193,28 +224,33 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// The engine's sampling settings.
+    /// The engine's sampling settings (flag values were range-checked by clap).
     pub fn sampling(&self) -> Result<Sampling> {
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            bail!("--temp must be a number >= 0, got {}", self.temperature);
-        }
-        if !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
-            bail!("--top-p and --min-p must be between 0 and 1");
-        }
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            bail!(
-                "--repeat-penalty must be > 0 (1 = off), got {}",
-                self.repeat_penalty
-            );
-        }
         Ok(Sampling {
             temperature: self.temperature,
-            top_k: self.top_k.max(0),
+            top_k: self.top_k,
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: 64,
             seed: self.seed,
         })
+    }
+}
+
+/// A float flag parser that accepts finite values in `[lo, hi]` and says the range.
+fn float_in(lo: f32, hi: f32) -> impl Fn(&str) -> std::result::Result<f32, String> + Clone {
+    move |s: &str| {
+        let x: f32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number"))?;
+        if x.is_finite() && (lo..=hi).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!(
+                "{s} is out of range: expected a number from {lo} to {hi}"
+            ))
+        }
     }
 }

@@ -3,9 +3,15 @@
 pub mod args;
 pub mod bench;
 pub mod calibrate;
+pub mod plan;
 pub mod ppl;
 pub mod progress;
 pub mod run;
+pub mod soak;
+
+/// The text every speed probe decodes after (the same everywhere, so runs compare).
+pub const PROBE_PROMPT: &str =
+    "The history of the printing press begins in the fifteenth century, when";
 
 use clap::{Parser, Subcommand};
 
@@ -26,12 +32,18 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, skipping blocks.
     Run(run::RunArgs),
+    /// Chat in the terminal, changing the target speedup as it runs.
+    Chat(crate::chat::ChatArgs),
+    /// Show which blocks a target keeps, without running the model.
+    Plan(plan::PlanArgs),
     /// Speed and quality of every strategy at every target, side by side.
     Bench(bench::BenchArgs),
     /// Perplexity and divergence from full depth of one configuration (teacher-forced).
     Ppl(ppl::PplArgs),
     /// Find, per kept count, the blocks whose skipping costs the least; cache the profile.
     Calibrate(calibrate::CalibrateArgs),
+    /// Long run with random mask changes: oracles and memory checked at checkpoints.
+    Soak(soak::SoakArgs),
     /// Download a catalog model (or all) into the local cache.
     Fetch(FetchArgs),
 }
@@ -70,4 +82,53 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         println!("{name}: {}", path.display());
     }
     Ok(())
+}
+
+/// An error in what the user gave (a flag value, a prompt, a model file): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// The exit code for an error: 2 when the input was wrong (flags, prompt, model file),
+/// 1 when running it failed.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    use crate::engine::EngineError;
+    let bad_input = error.chain().any(|cause| {
+        cause.is::<BadInput>()
+            || cause.is::<crate::models::ModelError>()
+            || cause.is::<crate::models::HeaderError>()
+            || cause.is::<crate::models::InvalidModel>()
+            || cause.is::<crate::skip::PlanError>()
+            || cause.is::<crate::skip::CostError>()
+            || cause.is::<crate::skip::LayerListError>()
+            || matches!(
+                cause.downcast_ref::<EngineError>(),
+                Some(
+                    EngineError::Load { .. }
+                        | EngineError::InvalidModel(_)
+                        | EngineError::PromptTooLong { .. }
+                        | EngineError::MaskLength { .. }
+                        | EngineError::AllSkipped(_)
+                        | EngineError::NoHook(_)
+                        | EngineError::Tokenize(_)
+                        | EngineError::Template(_)
+                )
+            )
+    });
+    if bad_input { 2 } else { 1 }
+}
+
+/// Parses a target speedup: a finite number >= 1 (the upper bound depends on the model and
+/// is checked once its block count is known).
+pub fn parse_speedup(s: &str) -> std::result::Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; give a speedup such as 1.5"))?;
+    if !r.is_finite() || r < 1.0 {
+        return Err(format!(
+            "{s} is out of range: a speedup is a number >= 1 (1 = full depth) and at most half the model's block count"
+        ));
+    }
+    Ok(r)
 }

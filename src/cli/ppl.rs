@@ -105,6 +105,7 @@ pub fn run(args: PplArgs) -> Result<()> {
         n_layer,
         shape.continuation + 1,
         args.seed,
+        None,
         calibrated.as_deref(),
     )?;
     // Position j of the continuation is decode step j + 1.

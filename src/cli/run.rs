@@ -4,12 +4,32 @@ use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::BadInput;
 use super::args::{ModelArgs, SamplingArgs, SkipArgs};
-use crate::engine::{ChatMessage, Model, Request, generate};
+use crate::bench::probe::{self, Probe};
+use crate::engine::{ChatMessage, Model, Request, StopReason, generate};
+use crate::skip::SpeedupMode;
+
+/// One line on what the probe measured and what it means.
+pub fn describe_probe(probe: &Probe, n_layer: usize, from_cache: bool) -> String {
+    format!(
+        "cost model ({}, {} threads): {:.2} ms + {:.3} ms per block per token; full depth {:.1} tok/s; largest reachable speedup {:.2}x (2 blocks)",
+        if from_cache {
+            "cached probe"
+        } else {
+            "probed now"
+        },
+        probe.threads,
+        probe.cost.a_s * 1e3,
+        probe.cost.b_s * 1e3,
+        probe.full_depth_tokens_per_s(n_layer),
+        probe.cost.max_speedup(n_layer),
+    )
+}
 
 /// Generate text from a prompt, skipping blocks.
 #[derive(Debug, Args)]
@@ -52,31 +72,57 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// The prompt from `-p`, a file or stdin, refused with a clear message when it is not
+/// usable text.
 fn read_prompt(args: &RunArgs) -> Result<String> {
-    let text = match (&args.prompt, &args.file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading the prompt from stdin")?;
-            String::from_utf8(buf).context("the prompt on stdin is not valid UTF-8")?
-        }
+    let bad = |m: String| anyhow::Error::new(BadInput(m));
+    let (text, source) = match (&args.prompt, &args.file) {
+        (Some(p), _) => (p.clone(), "the prompt".to_string()),
         (None, Some(path)) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            String::from_utf8(bytes)
-                .with_context(|| format!("{} is not valid UTF-8 text", path.display()))?
+            let (bytes, source) = if path.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("reading the prompt from stdin")?;
+                (buf, "the prompt on stdin".to_string())
+            } else {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    bad(format!(
+                        "cannot read the prompt file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                (bytes, path.display().to_string())
+            };
+            let text = String::from_utf8(bytes).map_err(|e| {
+                bad(format!(
+                    "{source} is not valid UTF-8 (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ))
+            })?;
+            (text, source)
         }
-        (None, None) => bail!("give a prompt with -p TEXT or -f FILE"),
+        (None, None) => return Err(bad("give a prompt with -p TEXT or -f FILE".into())),
     };
-    if text.contains('\0') {
-        bail!("the prompt contains a NUL byte");
+    if let Some(at) = text.find('\0') {
+        return Err(bad(format!("{source} contains a NUL byte (at byte {at})")));
     }
     if text.trim().is_empty() {
-        bail!("the prompt is empty");
+        return Err(bad(format!("{source} is empty or only whitespace")));
     }
     Ok(text)
+}
+
+/// Why generation ended, in words, with what to do when a limit was hit.
+fn describe_stop(stop: StopReason, n_ctx: usize) -> String {
+    match stop {
+        StopReason::EndOfGeneration => "stopped: end of text".into(),
+        StopReason::MaxTokens => "stopped: -n limit reached".into(),
+        StopReason::ContextFull => {
+            format!("stopped: the context ({n_ctx} tokens) is full; raise --ctx to go on")
+        }
+        StopReason::Stopped => "stopped: interrupted".into(),
+    }
 }
 
 /// Runs `uniskip run`.
@@ -85,10 +131,28 @@ pub fn run(args: RunArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
-    let plan = args.skip.plan(
+    args.model.check_context(&model)?;
+    let n_seq = args.batch;
+    let mut session = model.session(&args.model.context_options(n_seq))?;
+    let probe = if args.skip.speedup_mode == SpeedupMode::Measured {
+        let threads = args.model.context_options(1).threads;
+        let probe_prompt = model.tokenize(super::PROBE_PROMPT, true)?;
+        let (probe, from_cache) =
+            probe::cached_or_measure(&path, &mut session, &probe_prompt, threads)?;
+        session.clear();
+        if !args.json {
+            eprintln!("{}", describe_probe(&probe, model.n_layer(), from_cache));
+        }
+        Some(probe)
+    } else {
+        None
+    };
+    let plan = args.skip.plan_with(
         model.n_layer(),
         args.max_tokens as usize,
         u64::from(args.sampling.seed),
+        probe.as_ref().map(|p| &p.cost),
+        None,
     )?;
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
@@ -97,10 +161,11 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let text = if args.chat {
         if !model.has_chat_template() {
-            bail!(
+            return Err(BadInput(format!(
                 "{} has no chat template; run without --chat for plain continuation",
                 model.name()
-            );
+            ))
+            .into());
         }
         model.apply_chat_template(&[ChatMessage {
             role: "user".into(),
@@ -110,8 +175,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         prompt
     };
     let tokens = model.tokenize(&text, true)?;
-    let n_seq = args.batch;
-    let mut session = model.session(&args.model.context_options(n_seq))?;
     let prompts = vec![tokens; n_seq as usize];
 
     let stream = !args.json && n_seq == 1;
@@ -153,6 +216,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             "speedup_target": plan.target(),
             "speedup_by_layers": model.n_layer() as f64 / active.len() as f64,
             "active_layers": active,
+            "speedup_mode": args.skip.speedup_mode.name(),
+            "predicted_speedup": probe.as_ref().map(|p| p.cost.predicted_speedup(active.len(), model.n_layer())),
+            "max_speedup": probe.as_ref().map(|p| p.cost.max_speedup(model.n_layer())),
             "masks_used": masks_used.iter().map(|m| m.active_indices()).collect::<Vec<_>>(),
             "prefill": args.skip.prefill,
             "prompt_tokens": generation.prompt_tokens,
@@ -183,7 +249,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             format!("{}/{} blocks active", first.n_active(), model.n_layer())
         };
         eprintln!(
-            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | stop: {:?}",
+            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {}",
             plan.target(),
             plan.spec.strategy().name(),
             generation.prompt_tokens,
@@ -191,7 +257,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             generation.generated_tokens,
             generation.decode_tokens_per_s(),
             generation.repair_tokens,
-            generation.stop[0],
+            describe_stop(generation.stop[0], session.n_ctx()),
         );
     }
     Ok(())

@@ -8,6 +8,9 @@ pub enum EngineError {
     /// llama.cpp's backend could not be initialised.
     #[error("cannot initialise llama.cpp: {0}")]
     Backend(String),
+    /// The file is not a model llama.cpp can safely load (checked before it sees it).
+    #[error(transparent)]
+    InvalidModel(#[from] crate::models::InvalidModel),
     /// The model file could not be loaded.
     #[error("cannot load model {path}: {reason}")]
     Load {

@@ -92,12 +92,9 @@ impl Model {
     pub fn load(path: &Path, options: &ModelOptions) -> Result<Model> {
         let _ = hook::revision();
         let backend = backend()?;
-        if !path.is_file() {
-            return Err(EngineError::Load {
-                path: path.to_path_buf(),
-                reason: "no such file".into(),
-            });
-        }
+        // llama.cpp aborts or allocates without bound on some malformed files: check the
+        // structure ourselves first, so a bad file is one clear error.
+        crate::models::validate_file(path)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
         let model =
             LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
@@ -124,6 +121,11 @@ impl Model {
     /// The number of blocks (L).
     pub fn n_layer(&self) -> usize {
         self.n_layer
+    }
+
+    /// The context length the model was trained with.
+    pub fn n_ctx_train(&self) -> usize {
+        self.model.n_ctx_train() as usize
     }
 
     /// The GGUF architecture name (`llama`, `gemma3`, ...).

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use cost::{CostError, CostModel, SpeedupMode, speedup_by_layers};
 pub use layers::{LayerListError, parse_layer_list};
 pub use strategy::{
-    BlockPlacement, Depth, PlanError, Strategy, StrategySpec, plan, skipdecode_schedule,
+    BlockPlacement, Depth, PlanError, SplitMix64, Strategy, StrategySpec, plan, skipdecode_schedule,
 };
 
 /// Which blocks of the model are computed for a token: one entry per block,

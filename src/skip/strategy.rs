@@ -443,10 +443,17 @@ fn random(n: usize, k: usize, seed: u64) -> Mask {
 /// than taken from a crate so that a seed names the same random mask forever:
 /// general-purpose RNG crates reserve the right to change their sampling
 /// algorithms between versions, which would silently change a control.
-struct SplitMix64(u64);
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -456,7 +463,7 @@ impl SplitMix64 {
 
     /// Uniform in `0..n` (`n > 0`). Draws below `2^64 mod n` are rejected so
     /// the accepted range is a whole number of copies of `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         let threshold = n.wrapping_neg() % n;
         loop {
             let x = self.next_u64();

@@ -1,0 +1,216 @@
+//! `uniskip chat`: a conversation with one model in the terminal, with the skip settings
+//! live: the target speedup, the strategy and the speedup mode change while it runs, and
+//! the screen shows what they cost and gain.
+//!
+//! - [`state`]: what the screen shows, and `update` (events -> state);
+//! - [`draw`]: state -> widgets; [`layout`]: the geometry both share;
+//! - [`worker`]: the engine thread, the only place the model runs;
+//! - [`transcript`]: the conversation on disk (JSON Lines), resume, Markdown;
+//! - [`tui`]: the terminal loop; [`line`]: plain line mode when not on a terminal.
+
+pub mod controls;
+pub mod draw;
+pub mod input;
+pub mod keys;
+pub mod layout;
+pub mod line;
+pub mod state;
+pub mod transcript;
+pub mod tui;
+pub mod worker;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::bench::probe;
+use crate::cli::BadInput;
+use crate::cli::args::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::engine::Model;
+use crate::skip::SpeedupMode;
+use controls::SkipControls;
+use state::{Effect, Msg, State, update};
+use transcript::{Record, TranscriptWriter};
+use worker::{Engine, EngineSetup, ModelInfo, StartProbe};
+
+/// Chat with a model in the terminal, changing the skip settings as it runs.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Keys: Enter sends, Alt+Enter adds a line, Ctrl+Right/Left (or + and - on \
+  an empty input) change the target speedup, Tab cycles the strategy, Ctrl+T toggles measured \
+  speedup, Ctrl+C stops a reply (again on an empty input: quit), F1 lists all keys.
+
+Examples:
+  uniskip chat
+  uniskip chat --speedup 1.5 --strategy unified
+  uniskip chat -m gemma3 -n 64
+  uniskip chat --resume
+  echo 'Why is the sky blue?' | uniskip chat -n 48"
+)]
+pub struct ChatArgs {
+    /// Which model, threads, context size.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Most tokens per reply.
+    #[arg(short = 'n', long = "max-tokens", value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_tokens: u32,
+    /// The skip settings to start with.
+    #[command(flatten)]
+    pub skip: SkipArgs,
+    /// Sampling settings.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// System prompt to start with (`/system TEXT` changes it later).
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Continue a saved conversation: the transcript FILE, or the latest one.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
+    /// Do not measure full-depth speed at start-up; the first reply at full depth gives it.
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Leave the mouse to the terminal (to select text) instead of scrolling with the wheel.
+    #[arg(long)]
+    pub no_mouse: bool,
+}
+
+/// Runs `uniskip chat`: the full-screen chat on a terminal, line mode otherwise.
+pub fn run(args: ChatArgs) -> Result<()> {
+    let sampling = args.sampling.sampling()?;
+    let chats_dir = transcript::chats_dir()?;
+    let resume_path = match &args.resume {
+        None => None,
+        Some(Some(path)) => Some(path.clone()),
+        Some(None) => Some(transcript::latest(&chats_dir).ok_or_else(|| {
+            BadInput(format!(
+                "no conversation to resume in {}",
+                chats_dir.display()
+            ))
+        })?),
+    };
+    // A transcript that cannot be read back is the caller's input gone wrong.
+    let loaded = resume_path
+        .as_deref()
+        .map(|p| transcript::load(p).map_err(|e| BadInput(format!("--resume: {e:#}"))))
+        .transpose()?
+        .unwrap_or_default();
+
+    let path = args.model.resolve()?;
+    let model = Model::load(&path, &args.model.model_options())?;
+    args.model.check_context(&model)?;
+    let info = ModelInfo::of(&model);
+    let max_tokens = args.max_tokens as usize;
+    let seed = u64::from(args.sampling.seed);
+    let context = args.model.context_options(1);
+    // A cost-model probe from an earlier run makes measured mode available at once;
+    // measured mode asked for at start-up needs one before the first plan.
+    let cost_probe = match probe::cached(&path, context.threads) {
+        Some(p) => Some((p, false)),
+        None if args.skip.speedup_mode == SpeedupMode::Measured => {
+            eprintln!(
+                "measuring decode time per block for --speedup-mode measured \
+                 (a few seconds; cached for next time)..."
+            );
+            let mut session = model.session(&context)?;
+            let prompt = model.tokenize(crate::cli::PROBE_PROMPT, true)?;
+            let (p, from_cache) =
+                probe::cached_or_measure(&path, &mut session, &prompt, context.threads)?;
+            Some((p, !from_cache))
+        }
+        None => None,
+    };
+    let fresh = cost_probe.as_ref().is_some_and(|(_, fresh)| *fresh);
+    let start_probe = StartProbe {
+        quick: !args.no_probe && !fresh,
+        cost: cost_probe,
+    };
+    let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
+    let plan = args
+        .skip
+        .plan_with(model.n_layer(), max_tokens, seed, cost.as_ref(), None)?;
+    let controls = SkipControls {
+        n_layer: model.n_layer(),
+        target: plan.target(),
+        spec: plan.spec.clone(),
+        mode: args.skip.speedup_mode,
+        prefill: args.skip.prefill,
+        cost,
+        planned_len: max_tokens,
+        seed,
+    };
+
+    let system = args.system.clone().or(loaded.system.clone());
+    let mut writer = match &resume_path {
+        Some(p) => TranscriptWriter::append_to(p)?,
+        None => TranscriptWriter::create(
+            &chats_dir,
+            &Record::Start {
+                version: transcript::FORMAT_VERSION,
+                time: transcript::now(),
+                model: info.name.clone(),
+                template: info.template,
+            },
+        )?,
+    };
+    if args.system.is_some() && args.system != loaded.system {
+        writer.append(&Record::System {
+            time: transcript::now(),
+            content: args.system.clone(),
+        })?;
+    }
+
+    let mut state = State::new(info, controls.clone(), system.clone(), &loaded.messages);
+    state.probe_skipped = !start_probe.quick && !fresh;
+    if let Some(p) = &resume_path {
+        state.notice(format!(
+            "resumed {} message(s) from {}; new ones are added to it",
+            loaded.messages.len(),
+            p.display()
+        ));
+    }
+    if loaded.skipped_tail {
+        state.notice("the transcript's last line was cut off (killed mid-write) and is skipped");
+    }
+    if let Some(w) = model.unverified_warning() {
+        state.notice(w);
+    }
+    let setup = EngineSetup {
+        context,
+        sampling,
+        max_tokens,
+        start_probe,
+        model_path: path,
+        chats_dir,
+        system,
+        messages: loaded.messages.into_iter().map(|(m, _)| m).collect(),
+    };
+    let engine = Engine::spawn(model, setup, controls, Some(writer))
+        .context("starting the engine thread")?;
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        tui::run(state, engine, !args.no_mouse)
+    } else {
+        line::run(state, engine)
+    }
+}
+
+/// Carries out `effects`; returns whether the screen must be cleared and redrawn.
+fn apply(state: &mut State, engine: &Engine, effects: Vec<Effect>) -> bool {
+    let mut redraw = false;
+    for effect in effects {
+        match effect {
+            Effect::Engine(command) => engine.send(command),
+            Effect::StopReply => engine.stop_reply(),
+            Effect::Controls(controls) => engine.set_controls(controls),
+            Effect::Save { path, markdown } => {
+                let result = std::fs::write(&path, markdown).map_err(|e| e.to_string());
+                let more = update(state, Msg::Saved(path, result));
+                redraw |= apply(state, engine, more);
+            }
+            Effect::Redraw => redraw = true,
+        }
+    }
+    redraw
+}

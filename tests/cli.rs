@@ -1,0 +1,118 @@
+//! The `uniskip` binary as a user runs it.
+
+mod common;
+
+use std::process::Command;
+
+fn uniskip(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_uniskip"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn plan_shows_the_papers_example_for_30_blocks_at_5x() {
+    let v = json(&uniskip(&[
+        "plan",
+        "--layers",
+        "30",
+        "--speedup",
+        "5",
+        "--json",
+    ]));
+    assert_eq!(v["kept"], serde_json::json!([0, 6, 12, 18, 24, 29]));
+    assert_eq!(v["n_layer"], 30);
+    assert_eq!(v["strategy"], "unified");
+    assert_eq!(v["speedup_by_layers"], 5.0);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 24);
+}
+
+#[test]
+fn plan_reads_the_block_count_from_the_model_header() {
+    let path = common::model_path("gemma3");
+    let v = json(&uniskip(&[
+        "plan",
+        "-m",
+        path.to_str().unwrap(),
+        "--speedup",
+        "1.5",
+        "--json",
+    ]));
+    assert_eq!(v["n_layer"], 18);
+    assert_eq!(v["kept"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn a_target_out_of_range_is_one_line_naming_the_valid_range() {
+    let out = uniskip(&["plan", "--layers", "30", "--speedup", "16"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("from 1 to 15"), "{err}");
+}
+
+#[test]
+fn run_json_reports_what_was_run_and_what_it_cost() {
+    let v = json(&uniskip(&[
+        "run",
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--threads",
+        "2",
+        "--speedup",
+        "2",
+        "--json",
+    ]));
+    for key in [
+        "model",
+        "n_layer",
+        "active_layers",
+        "speedup_target",
+        "prompt_tokens",
+        "generated_tokens",
+        "text",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "kv_repair_tokens",
+    ] {
+        assert!(!v[key].is_null(), "missing {key} in {v}");
+    }
+    assert_eq!(v["n_layer"], 30);
+    assert_eq!(v["active_layers"].as_array().unwrap().len(), 15);
+    assert_eq!(v["active_layers"][0], 0);
+    assert_eq!(v["active_layers"][14], 29);
+    assert!(v["generated_tokens"].as_u64().unwrap() >= 1);
+    assert_eq!(v["kv_repair_tokens"], 0, "a fixed mask never repairs");
+}
+
+#[test]
+fn run_streams_text_and_prints_a_summary_line() {
+    let out = uniskip(&[
+        "run",
+        "-p",
+        "Once upon a time",
+        "-n",
+        "6",
+        "--threads",
+        "2",
+        "--skip-layers",
+        "10-19",
+    ]);
+    assert!(out.status.success());
+    assert!(!out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("20/30 blocks active"), "{err}");
+    assert!(err.contains("decode") && err.contains("tok/s"), "{err}");
+}
