@@ -24,8 +24,9 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(width: u16, height: u16, data: &Path) -> Tmux {
-        let name = format!("uniskip-chat-test-{}", std::process::id());
+    /// A `width`×`height` terminal running bash; `label` keeps the tests' sessions apart.
+    fn start(label: &str, width: u16, height: u16, data: &Path) -> Tmux {
+        let name = format!("uniskip-{label}-{}", std::process::id());
         let tmux = Tmux { name };
         let status = Command::new("tmux")
             .args(["new-session", "-d", "-s", &tmux.name])
@@ -117,7 +118,7 @@ fn block_map(screen: &str) -> (String, String) {
 #[test]
 fn full_screen_chat_streams_follows_target_changes_stops_and_restores_the_terminal() {
     let data = tempfile::tempdir().unwrap();
-    let tmux = Tmux::start(80, 24, data.path());
+    let tmux = Tmux::start("stream", 80, 24, data.path());
     let dir = data.path().display();
     tmux.type_text(&format!(
         "stty -g > {dir}/stty-before; {BIN} chat -m {} --threads 1 -n 400; \
@@ -291,4 +292,385 @@ fn line_mode_with_piped_input_replies_prints_stats_and_resumes() {
     let text = std::fs::read_to_string(transcript).unwrap();
     let users = text.matches("\"role\":\"user\"").count();
     assert_eq!(users, 3, "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Ctrl+C at every stage, signals, tiny terminals and long pastes. Each chat runs in a
+// script that records its process id, the terminal modes before and after it, and its
+// exit status.
+
+/// Polls `ready` every 50 ms; fails naming `what` after `timeout`.
+fn wait_until(what: &str, timeout: Duration, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Types the command line that runs `uniskip chat -m <default> --threads 1 ARGS`, tagged
+/// `tag`: it writes `stty-before-TAG` and `pid-TAG`, and once the chat has ended shows
+/// `exit-TAG=N` and writes `stty-after-TAG`. Returns the chat's process id.
+fn launch_chat(tmux: &Tmux, data: &Path, tag: &str, args: &str) -> u32 {
+    let dir = data.display();
+    // A script, not the interactive shell, waits for the chat: an interactive bash drops
+    // the rest of the line when its foreground job dies of Ctrl+C. The trap keeps the
+    // script alive and is reset for the chat, which gets Ctrl+C's default action.
+    tmux.type_text(&format!(
+        "bash -c 'trap true INT; stty -g > {dir}/stty-before-{tag}; \
+         (echo $BASHPID > {dir}/pid-{tag}; exec {BIN} chat -m {} --threads 1 {args}); \
+         echo \"exit-{tag}=$?\"; stty -g > {dir}/stty-after-{tag}'",
+        model().display()
+    ));
+    tmux.send(&["Enter"]);
+    let pid_file = data.join(format!("pid-{tag}"));
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    wait_until("the chat's process id", Duration::from_secs(30), || {
+        read_pid().is_some()
+    });
+    read_pid().unwrap()
+}
+
+/// Waits for the chat tagged `tag` to end; returns its exit status.
+fn exit_status(tmux: &Tmux, data: &Path, tag: &str, timeout: Duration) -> i32 {
+    // The shell's output line, not the command line that contains the same words.
+    let marker = format!("exit-{tag}=");
+    let status = |screen: &str| {
+        screen.lines().find_map(|line| {
+            let digits: String = line[line.find(&marker)? + marker.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<i32>().ok()
+        })
+    };
+    let screen = tmux.wait_for("the shell again", timeout, |s| status(s).is_some());
+    wait_until("stty to run", Duration::from_secs(10), || {
+        std::fs::metadata(data.join(format!("stty-after-{tag}"))).is_ok_and(|m| m.len() > 0)
+    });
+    status(&screen).unwrap()
+}
+
+/// Asserts the terminal is as the chat tagged `tag` found it: the same line modes, the
+/// main screen, the cursor shown, mouse reporting off.
+fn assert_terminal_restored(tmux: &Tmux, data: &Path, tag: &str) {
+    let read = |when: &str| std::fs::read_to_string(data.join(format!("stty-{when}-{tag}")));
+    assert_eq!(
+        read("before").unwrap(),
+        read("after").unwrap(),
+        "terminal modes differ after chat {tag}"
+    );
+    assert_eq!(
+        tmux.flag("#{alternate_on}"),
+        "0",
+        "{tag}: still on the alternate screen"
+    );
+    assert_eq!(
+        tmux.flag("#{cursor_flag}"),
+        "1",
+        "{tag}: cursor left hidden"
+    );
+    assert_eq!(
+        tmux.flag("#{mouse_any_flag}"),
+        "0",
+        "{tag}: mouse reporting left on"
+    );
+}
+
+/// Every record of the transcript at `path`; each line must be whole JSON.
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The (role, record) pairs of the conversation's messages.
+fn messages(records: &[serde_json::Value]) -> Vec<(&str, &serde_json::Value)> {
+    records
+        .iter()
+        .filter_map(|r| Some((r["role"].as_str()?, r)))
+        .collect()
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+/// Waits for the chat screen, sends `message` and waits until `tokens` have streamed.
+fn reply_streaming(tmux: &Tmux, message: &str, tokens: usize) -> String {
+    let long = Duration::from_secs(180);
+    tmux.wait_for("the chat screen", long, |s| s.contains("Enter send"));
+    tmux.type_text(message);
+    tmux.send(&["Enter"]);
+    tmux.wait_for("a reply streaming", long, |s| {
+        generated(s).is_some_and(|n| n >= tokens)
+    })
+}
+
+const STORY: &str = "Write a long story about a fox who sails to the moon.";
+
+#[test]
+fn ctrl_c_while_the_model_loads_or_the_chat_starts_quits_and_restores_the_terminal() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start("ctrl-c-start", 80, 24, data.path());
+    // From before the model is loaded (the signal ends the process), through the speed
+    // probe at start-up, to the idle chat screen (the key quits it).
+    let mut statuses = Vec::new();
+    for delay_ms in [0u64, 40, 120, 250, 500, 1000, 2500] {
+        let tag = format!("after{delay_ms}ms");
+        launch_chat(&tmux, data.path(), &tag, "");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        tmux.send(&["C-c"]);
+        let status = exit_status(&tmux, data.path(), &tag, Duration::from_secs(60));
+        assert!(
+            status == 0 || status == 130,
+            "{tag}: exit status {status}; the screen:\n{}",
+            tmux.screen()
+        );
+        assert_terminal_restored(&tmux, data.path(), &tag);
+        statuses.push(status);
+        tmux.type_text("clear");
+        tmux.send(&["Enter"]);
+    }
+    eprintln!("exit statuses, Ctrl+C 0..2500 ms after the start: {statuses:?}");
+    assert!(
+        statuses.contains(&130) && statuses.contains(&0),
+        "not every stage was reached (130: interrupted while loading, 0: quit from the \
+         screen): {statuses:?}"
+    );
+    // Every transcript the started chats wrote is whole: a start record and nothing torn.
+    if let Ok(dir) = std::fs::read_dir(data.path().join("chats")) {
+        for file in dir {
+            let records = records(&file.unwrap().path());
+            assert_eq!(records[0]["type"], "start", "{records:?}");
+        }
+    }
+}
+
+#[test]
+fn a_very_long_paste_arrives_whole_and_ctrl_c_stops_its_reply_while_the_prompt_is_read() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start("paste", 80, 24, data.path());
+    launch_chat(&tmux, data.path(), "paste", "--ctx 4096 -n 16 --no-probe");
+    let long = Duration::from_secs(180);
+    tmux.wait_for("the chat screen", long, |s| s.contains("Enter send"));
+
+    // 7 KB in 120 lines, about 2,200 tokens, pasted as a terminal pastes (bracketed, line
+    // ends as carriage returns).
+    let mut paste: String = (0..120)
+        .map(|i| {
+            format!(
+                "Line {i}: the harbour master counted {} boats before noon.\n",
+                i * 7
+            )
+        })
+        .collect();
+    paste.push_str("END OF PASTE");
+    let paste_file = data.path().join("paste.txt");
+    std::fs::write(&paste_file, &paste).unwrap();
+    for args in [
+        vec![
+            "load-buffer",
+            "-b",
+            "uniskip-test",
+            paste_file.to_str().unwrap(),
+        ],
+        vec![
+            "paste-buffer",
+            "-p",
+            "-d",
+            "-b",
+            "uniskip-test",
+            "-t",
+            &tmux.name,
+        ],
+    ] {
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+    tmux.wait_for("the end of the paste in the input", long, |s| {
+        s.contains("END OF PASTE")
+    });
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the prompt being read", long, |s| {
+        s.contains("● reading the prompt")
+    });
+    tmux.send(&["C-c"]);
+    tmux.wait_for("the reply stopped", long, |s| {
+        s.contains("· stopped") && s.contains("Enter send")
+    });
+
+    // The chat goes on: the next reply reads the rest of the prompt and answers.
+    tmux.type_text("Thanks.");
+    tmux.send(&["Enter"]);
+    let transcript = data.path().join("chats");
+    wait_until("the second reply in the transcript", long, || {
+        std::fs::read_dir(&transcript)
+            .ok()
+            .and_then(|mut d| d.next())
+            .is_some_and(|f| messages(&records(&f.unwrap().path())).len() == 4)
+    });
+    tmux.send(&["C-c"]);
+    assert_eq!(exit_status(&tmux, data.path(), "paste", long), 0);
+    assert_terminal_restored(&tmux, data.path(), "paste");
+
+    let records = records(&only_transcript(data.path()));
+    let messages = messages(&records);
+    let roles: Vec<&str> = messages.iter().map(|(role, _)| *role).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(
+        messages[0].1["content"],
+        paste.as_str(),
+        "the paste was not kept whole"
+    );
+    let stopped = &messages[1].1["stats"];
+    assert_eq!(stopped["stop"], "stopped", "{stopped}");
+    assert_eq!(
+        stopped["tokens"], 0,
+        "stopped only after the prompt was read: {stopped}"
+    );
+    let answered = &messages[3].1["stats"];
+    assert_ne!(answered["stop"], "stopped", "{answered}");
+    assert!(answered["tokens"].as_u64().unwrap() > 0, "{answered}");
+}
+
+#[test]
+fn ctrl_c_during_a_cache_repair_stops_the_reply_and_keeps_it() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start("repair", 80, 24, data.path());
+    launch_chat(
+        &tmux,
+        data.path(),
+        "repair",
+        "--speedup 3 -n 600 --no-probe",
+    );
+    reply_streaming(&tmux, STORY, 80);
+    // Back to full depth: the next decode call first re-runs every generated token through
+    // the 20 blocks it skipped. Ctrl+C lands while that runs.
+    tmux.type_text("/speedup 1");
+    tmux.send(&["Enter"]);
+    let step = Duration::from_secs(90);
+    tmux.wait_for("full depth on the block map", step, |s| {
+        block_map(s).0 == "30/30"
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    tmux.send(&["C-c"]);
+    tmux.wait_for("the reply stopped", step, |s| {
+        s.contains("· stopped") && s.contains("Enter send")
+    });
+    tmux.send(&["C-c"]);
+    assert_eq!(exit_status(&tmux, data.path(), "repair", step), 0);
+    assert_terminal_restored(&tmux, data.path(), "repair");
+
+    let records = records(&only_transcript(data.path()));
+    let messages = messages(&records);
+    assert_eq!(messages.len(), 2, "{records:?}");
+    let stats = &messages[1].1["stats"];
+    assert_eq!(stats["stop"], "stopped", "{stats}");
+    assert!(stats["repair_tokens"].as_u64().unwrap() >= 80, "{stats}");
+    assert_eq!(
+        (stats["kept_min"].as_u64(), stats["kept_max"].as_u64()),
+        (Some(10), Some(30))
+    );
+}
+
+#[test]
+fn tiny_terminal_sizes_mid_reply_neither_crash_the_chat_nor_lose_the_reply() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start("tiny", 80, 24, data.path());
+    let pid = launch_chat(&tmux, data.path(), "tiny", "-n 400 --no-probe");
+    reply_streaming(&tmux, STORY, 3);
+    for (width, height) in [(1, 1), (2, 1), (1, 3), (8, 2), (20, 4), (40, 8), (80, 24)] {
+        let status = Command::new("tmux")
+            .args(["resize-window", "-t", &tmux.name])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            alive(pid),
+            "the chat ended at {width}x{height}:\n{}",
+            tmux.screen()
+        );
+    }
+    let step = Duration::from_secs(90);
+    let screen = tmux.wait_for("the full screen again", step, |s| {
+        s.contains("Ctrl+C stops it") && s.lines().any(|l| l.trim_start().starts_with("blocks"))
+    });
+    let before = generated(&screen).expect("still streaming");
+    tmux.wait_for("more tokens", step, |s| {
+        generated(s).is_some_and(|n| n > before)
+    });
+    tmux.send(&["C-c"]);
+    tmux.wait_for("the reply stopped", step, |s| s.contains("· stopped"));
+    tmux.send(&["C-c"]);
+    assert_eq!(exit_status(&tmux, data.path(), "tiny", step), 0);
+    assert_terminal_restored(&tmux, data.path(), "tiny");
+    let records = records(&only_transcript(data.path()));
+    let roles: Vec<&str> = messages(&records).iter().map(|(r, _)| *r).collect();
+    assert_eq!(roles, ["user", "assistant"]);
+}
+
+#[test]
+fn sigterm_mid_reply_saves_the_reply_restores_the_terminal_and_exits_143() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start("sigterm", 80, 24, data.path());
+    let pid = launch_chat(&tmux, data.path(), "sigterm", "-n 400 --no-probe");
+    reply_streaming(&tmux, STORY, 3);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        exit_status(&tmux, data.path(), "sigterm", Duration::from_secs(30)),
+        143
+    );
+    assert_terminal_restored(&tmux, data.path(), "sigterm");
+    let records = records(&only_transcript(data.path()));
+    let messages = messages(&records);
+    assert_eq!(messages.len(), 2, "{records:?}");
+    assert_eq!(messages[0].1["content"], STORY);
+    assert_eq!(messages[1].1["stats"]["stop"], "stopped");
+}
+
+#[test]
+fn closing_the_terminal_mid_reply_saves_the_reply_and_ends_the_chat() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start("hangup", 80, 24, data.path());
+    let pid = launch_chat(&tmux, data.path(), "hangup", "-n 400 --no-probe");
+    reply_streaming(&tmux, STORY, 3);
+    // The terminal goes away: the chat gets SIGHUP and its terminal reads fail.
+    assert!(
+        Command::new("tmux")
+            .args(["kill-session", "-t", &tmux.name])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the chat to end", Duration::from_secs(15), || !alive(pid));
+    let records = records(&only_transcript(data.path()));
+    let messages = messages(&records);
+    assert_eq!(messages.len(), 2, "{records:?}");
+    assert_eq!(messages[1].1["stats"]["stop"], "stopped");
 }

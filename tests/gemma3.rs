@@ -27,6 +27,7 @@ fn gemma3_generates_under_a_unified_mask_and_the_mask_changes_its_output() {
                 max_tokens: 12,
                 prefill: PrefillPolicy::Full,
                 sampling: &sampling,
+                interrupt: None,
             },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),

@@ -214,6 +214,7 @@ fn four_sequences_decoded_together_give_each_ones_greedy_tokens_alone() {
                 max_tokens: 16,
                 prefill: PrefillPolicy::Full,
                 sampling: &sampling,
+                interrupt: None,
             },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),

@@ -205,6 +205,7 @@ pub fn soak(
                 max_tokens: segment,
                 prefill,
                 sampling: &sampling,
+                interrupt: None,
             },
             &mut |step| {
                 if step == switch_at

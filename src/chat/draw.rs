@@ -91,6 +91,11 @@ pub fn input_title(state: &State) -> Line<'static> {
     }
     let (what, style, keys) = match state.reply {
         _ if state.stopping => ("● stopping…".to_owned(), busy, ""),
+        ReplyPhase::Streaming { tokens: 0 } => (
+            "● reading the prompt".to_owned(),
+            busy,
+            " · Ctrl+C stops it · F1 keys ",
+        ),
         ReplyPhase::Streaming { tokens } => (
             format!("● generating {tokens} tok"),
             Style::new().fg(Color::Green),

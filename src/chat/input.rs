@@ -35,10 +35,12 @@ impl Input {
         std::mem::take(&mut self.text)
     }
 
-    /// Inserts text at the cursor (pasted text keeps its newlines; carriage returns go).
+    /// Inserts text at the cursor. Pasted line ends become newlines: terminals paste
+    /// them as CR (the Enter key's byte), some as CR LF, some as LF.
     pub fn insert(&mut self, s: &str) {
         let clean: String = s
             .replace("\r\n", "\n")
+            .replace('\r', "\n")
             .chars()
             .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
             .map(|c| if c == '\t' { ' ' } else { c })
@@ -269,9 +271,9 @@ mod tests {
     }
 
     #[test]
-    fn pasted_text_keeps_newlines_and_loses_carriage_returns_and_controls() {
-        let i = typed("a\r\nb\tc\u{7}");
-        assert_eq!(i.text(), "a\nb c");
+    fn pasted_line_ends_become_newlines_and_controls_go() {
+        let i = typed("a\r\nb\tc\u{7}\rd\ne");
+        assert_eq!(i.text(), "a\nb c\nd\ne");
     }
 
     #[test]

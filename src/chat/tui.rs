@@ -5,7 +5,7 @@
 
 use std::io::{self, Stdout, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
@@ -124,12 +124,12 @@ fn install_panic_hook() {
 /// watchdog restores the terminal and exits by itself.
 const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 
-/// Watches for SIGTERM, SIGHUP and SIGINT: sets `signalled` (the UI loop then quits in
-/// order) and stops the reply. If the UI has not finished within [`SIGNAL_GRACE`] — a
+/// Watches for SIGTERM, SIGHUP and SIGINT: stores the signal in `signalled` (the UI loop
+/// then quits in order) and stops the reply. If the UI has not finished within [`SIGNAL_GRACE`] — a
 /// terminal that hung up can keep crossterm's reader spinning, so the loop may never see
 /// the flag — it gives the terminal back and exits; every completed message is on disk.
 fn watch_signals(
-    signalled: Arc<AtomicBool>,
+    signalled: Arc<AtomicI32>,
     ui_done: Arc<AtomicBool>,
     stopper: Stopper,
 ) -> Result<signal_hook::iterator::Handle> {
@@ -143,7 +143,7 @@ fn watch_signals(
             let Some(signal) = signals.forever().next() else {
                 return;
             };
-            signalled.store(true, Ordering::SeqCst);
+            signalled.store(signal, Ordering::SeqCst);
             stopper.stop_any();
             let deadline = Instant::now() + SIGNAL_GRACE;
             while Instant::now() < deadline {
@@ -160,8 +160,10 @@ fn watch_signals(
 }
 
 /// Runs the chat screen until the person quits, the engine fails or a signal arrives.
+/// Ended by a signal, the process exits with 128 + its number, as a shell reports a
+/// program killed by it, once the terminal is back and the last reply is on disk.
 pub fn run(mut state: State, engine: Engine, mouse: bool) -> Result<()> {
-    let signalled = Arc::new(AtomicBool::new(false));
+    let signalled = Arc::new(AtomicI32::new(0));
     let ui_done = Arc::new(AtomicBool::new(false));
     let watcher = watch_signals(
         Arc::clone(&signalled),
@@ -174,9 +176,10 @@ pub fn run(mut state: State, engine: Engine, mouse: bool) -> Result<()> {
     watcher.close();
     drop(guard);
     engine.shutdown(Duration::from_secs(3));
-    if signalled.load(Ordering::SeqCst) {
+    let signal = signalled.load(Ordering::SeqCst);
+    if signal != 0 {
         // Ended from outside: the terminal may be gone, so there is no one to tell.
-        return Ok(());
+        std::process::exit(128 + signal);
     }
     result?;
     if let Some(e) = state.fatal {
@@ -192,7 +195,7 @@ fn event_loop(
     state: &mut State,
     engine: &Engine,
     guard: &mut TerminalGuard,
-    signalled: &AtomicBool,
+    signalled: &AtomicI32,
 ) -> Result<()> {
     let terminal = &mut guard.terminal;
     let size = terminal.size().context("reading the terminal size")?;
@@ -244,7 +247,7 @@ fn event_loop(
                 }
             }
         }
-        if signalled.load(Ordering::SeqCst) {
+        if signalled.load(Ordering::SeqCst) != 0 {
             state.quit = true;
         }
         if state.quit {

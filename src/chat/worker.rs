@@ -359,8 +359,8 @@ impl Engine {
         *self.controls.lock().unwrap_or_else(PoisonError::into_inner) = controls;
     }
 
-    /// Stops any reply, ends the thread and waits for it up to `timeout` (a long prompt
-    /// cannot be interrupted; past the timeout the process may exit without it).
+    /// Stops any reply, ends the thread and waits for it up to `timeout` (a reply stops
+    /// after its current batch; past the timeout the process may exit without it).
     pub fn shutdown(mut self, timeout: Duration) {
         self.stop_reply();
         self.send(Command::Quit);
@@ -575,6 +575,10 @@ impl Conversation {
         let mut last_controls = start_controls.clone();
         let mut last_mask: Option<Mask> = None;
         let (mut kept_min, mut kept_max) = (usize::MAX, 0);
+        let stop_asked = || {
+            let stop = shared.stop.load(Ordering::SeqCst);
+            stop == id || stop == STOP_ANY
+        };
         let result = generate(
             session,
             &Request {
@@ -582,6 +586,7 @@ impl Conversation {
                 max_tokens: setup.max_tokens,
                 prefill: start_controls.prefill,
                 sampling: &setup.sampling,
+                interrupt: Some(&stop_asked),
             },
             &mut |step| {
                 // Read the latest settings before every decode call: a change made while
@@ -604,8 +609,7 @@ impl Conversation {
                     text: piece.text.to_owned(),
                     at: Instant::now(),
                 });
-                let stop = shared.stop.load(Ordering::SeqCst);
-                if stop == id || stop == STOP_ANY {
+                if stop_asked() {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())

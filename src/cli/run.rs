@@ -187,6 +187,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             max_tokens: args.max_tokens as usize,
             prefill: args.skip.prefill,
             sampling: &sampling,
+            interrupt: None,
         },
         &mut |step| {
             let m = plan.mask(step);

@@ -135,6 +135,22 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// A generation of `n` sequences interrupted while reading the prompt, after
+    /// `prompt_tokens` tokens: nothing generated, every sequence [`StopReason::Stopped`].
+    fn stopped_in_prefill(n: usize, prompt_tokens: usize, prefill_time: Duration) -> Self {
+        Generation {
+            texts: vec![String::new(); n],
+            tokens: vec![Vec::new(); n],
+            stop: vec![StopReason::Stopped; n],
+            prompt_tokens,
+            prefill_time,
+            generated_tokens: 0,
+            decode_time: Duration::ZERO,
+            repair_tokens: 0,
+            repair_time: Duration::ZERO,
+        }
+    }
+
     /// Prompt tokens per second.
     pub fn prefill_tokens_per_s(&self) -> f64 {
         rate(self.prompt_tokens, self.prefill_time)
@@ -210,6 +226,11 @@ pub struct Request<'a> {
     pub prefill: PrefillPolicy,
     /// Sampling settings (each sequence gets its own chain, seeded `seed + seq`).
     pub sampling: &'a Sampling,
+    /// Asked before every prefill batch: `true` stops the generation before its first
+    /// token ([`StopReason::Stopped`]). A long prompt takes many batches, and a person
+    /// who pressed Ctrl+C should not wait for all of them. The cache keeps the batches
+    /// already run, so the next prompt with the same beginning reuses them.
+    pub interrupt: Option<&'a dyn Fn() -> bool>,
 }
 
 /// Generates for every prompt at once. `mask_for_step(step)` gives the mask of decode step
@@ -248,6 +269,7 @@ pub fn generate(
     // without logits, then every sequence's last prompt token together in one batch, whose
     // logits give the first generated tokens.
     let prefill_start = Instant::now();
+    let interrupted = || request.interrupt.is_some_and(|stop| stop());
     let mut prompt_tokens = 0;
     let mut samplers: Vec<LlamaSampler> = Vec::with_capacity(n);
     let mut last_tokens = Vec::with_capacity(n);
@@ -264,8 +286,18 @@ pub fn generate(
             .min(prompt.len() - 1);
         session.truncate(seq as i32, common)?;
         let fresh = &prompt[common..prompt.len() - 1];
-        prompt_tokens += fresh.len() + 1;
-        session.prefill(seq as i32, fresh, Some(prefill_mask))?;
+        for chunk in fresh.chunks(session.n_batch()) {
+            if interrupted() {
+                return Ok(Generation::stopped_in_prefill(
+                    n,
+                    prompt_tokens,
+                    prefill_start.elapsed(),
+                ));
+            }
+            session.prefill(seq as i32, chunk, Some(prefill_mask))?;
+            prompt_tokens += chunk.len();
+        }
+        prompt_tokens += 1;
         last_tokens.push(BatchToken {
             seq: seq as i32,
             token: last,
@@ -276,6 +308,13 @@ pub fn generate(
         let mut chain = sampling.chain(model.n_vocab() as i32);
         chain.accept_many(prompt.iter());
         samplers.push(chain);
+    }
+    if interrupted() {
+        return Ok(Generation::stopped_in_prefill(
+            n,
+            prompt_tokens - n,
+            prefill_start.elapsed(),
+        ));
     }
     let mut logit_index = session.decode(&last_tokens, Some(prefill_mask))?;
     let prefill_time = prefill_start.elapsed();
