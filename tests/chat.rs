@@ -527,6 +527,11 @@ fn a_very_long_paste_arrives_whole_and_ctrl_c_stops_its_reply_while_the_prompt_i
             .and_then(|mut d| d.next())
             .is_some_and(|f| messages(&records(&f.unwrap().path())).len() == 4)
     });
+    // The reply is saved just before the screen hears it ended; Ctrl+C before that would
+    // stop it rather than quit.
+    tmux.wait_for("the chat idle", long, |s| {
+        s.contains("message · Enter send")
+    });
     tmux.send(&["C-c"]);
     assert_eq!(exit_status(&tmux, data.path(), "paste", long), 0);
     assert_terminal_restored(&tmux, data.path(), "paste");
