@@ -431,30 +431,58 @@ const STORY: &str = "Write a long story about a fox who sails to the moon.";
 fn ctrl_c_while_the_model_loads_or_the_chat_starts_quits_and_restores_the_terminal() {
     let data = tempfile::tempdir().unwrap();
     let tmux = Tmux::start("ctrl-c-start", 80, 24, data.path());
-    // From before the model is loaded (the signal ends the process), through the speed
-    // probe at start-up, to the idle chat screen (the key quits it).
+    // From before the model is loaded (the signal ends the process: 130), through the
+    // speed probe at start-up, to the idle chat screen (the key quits it: 0).
+    #[derive(Debug)]
+    enum When {
+        AfterMs(u64),
+        Measuring,
+        Idle,
+    }
+    let long = Duration::from_secs(120);
     let mut statuses = Vec::new();
-    for delay_ms in [0u64, 40, 120, 250, 500, 1000, 2500] {
-        let tag = format!("after{delay_ms}ms");
+    let stages = [0, 40, 120, 250, 500, 1000].map(When::AfterMs);
+    for (i, when) in stages
+        .into_iter()
+        .chain([When::Measuring, When::Idle])
+        .enumerate()
+    {
+        let tag = format!("run{i}");
         launch_chat(&tmux, data.path(), &tag, "");
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        match when {
+            When::AfterMs(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            // The probe may be over before the screen is first looked at; then this is idle.
+            When::Measuring => {
+                let screen = tmux.wait_for("the probe or the idle screen", long, |s| {
+                    s.contains("● measuring speed") || s.contains("message · Enter send")
+                });
+                eprintln!("probe on screen: {}", screen.contains("● measuring speed"));
+            }
+            When::Idle => drop(tmux.wait_for("the idle screen", long, |s| {
+                s.contains("message · Enter send")
+            })),
+        }
         tmux.send(&["C-c"]);
         let status = exit_status(&tmux, data.path(), &tag, Duration::from_secs(60));
         assert!(
             status == 0 || status == 130,
-            "{tag}: exit status {status}; the screen:\n{}",
+            "{when:?}: exit status {status}; the screen:\n{}",
             tmux.screen()
         );
         assert_terminal_restored(&tmux, data.path(), &tag);
-        statuses.push(status);
+        statuses.push((when, status));
         tmux.type_text("clear");
         tmux.send(&["Enter"]);
     }
-    eprintln!("exit statuses, Ctrl+C 0..2500 ms after the start: {statuses:?}");
-    assert!(
-        statuses.contains(&130) && statuses.contains(&0),
-        "not every stage was reached (130: interrupted while loading, 0: quit from the \
-         screen): {statuses:?}"
+    eprintln!("exit statuses by when Ctrl+C came: {statuses:?}");
+    assert_eq!(
+        statuses[0].1, 130,
+        "Ctrl+C at once did not find the model loading"
+    );
+    assert_eq!(
+        statuses.last().unwrap().1,
+        0,
+        "Ctrl+C on the idle screen did not quit"
     );
     // Every transcript the started chats wrote is whole: a start record and nothing torn.
     if let Ok(dir) = std::fs::read_dir(data.path().join("chats")) {
