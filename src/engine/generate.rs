@@ -135,13 +135,18 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// A generation of `n` sequences interrupted while reading the prompt, after
-    /// `prompt_tokens` tokens: nothing generated, every sequence [`StopReason::Stopped`].
-    fn stopped_in_prefill(n: usize, prompt_tokens: usize, prefill_time: Duration) -> Self {
+    /// `n` sequences whose prompts took `prompt_tokens` tokens and `prefill_time`, with
+    /// nothing generated yet; each will stop for `stop` unless something else comes first.
+    fn before_decoding(
+        n: usize,
+        stop: StopReason,
+        prompt_tokens: usize,
+        prefill_time: Duration,
+    ) -> Self {
         Generation {
             texts: vec![String::new(); n],
             tokens: vec![Vec::new(); n],
-            stop: vec![StopReason::Stopped; n],
+            stop: vec![stop; n],
             prompt_tokens,
             prefill_time,
             generated_tokens: 0,
@@ -270,6 +275,14 @@ pub fn generate(
     // logits give the first generated tokens.
     let prefill_start = Instant::now();
     let interrupted = || request.interrupt.is_some_and(|stop| stop());
+    let stopped_in_prefill = |prompt_tokens| {
+        Generation::before_decoding(
+            n,
+            StopReason::Stopped,
+            prompt_tokens,
+            prefill_start.elapsed(),
+        )
+    };
     let mut prompt_tokens = 0;
     let mut samplers: Vec<LlamaSampler> = Vec::with_capacity(n);
     let mut last_tokens = Vec::with_capacity(n);
@@ -288,16 +301,11 @@ pub fn generate(
         let fresh = &prompt[common..prompt.len() - 1];
         for chunk in fresh.chunks(session.n_batch()) {
             if interrupted() {
-                return Ok(Generation::stopped_in_prefill(
-                    n,
-                    prompt_tokens,
-                    prefill_start.elapsed(),
-                ));
+                return Ok(stopped_in_prefill(prompt_tokens));
             }
             session.prefill(seq as i32, chunk, Some(prefill_mask))?;
             prompt_tokens += chunk.len();
         }
-        prompt_tokens += 1;
         last_tokens.push(BatchToken {
             seq: seq as i32,
             token: last,
@@ -310,26 +318,16 @@ pub fn generate(
         samplers.push(chain);
     }
     if interrupted() {
-        return Ok(Generation::stopped_in_prefill(
-            n,
-            prompt_tokens - n,
-            prefill_start.elapsed(),
-        ));
+        return Ok(stopped_in_prefill(prompt_tokens));
     }
     let mut logit_index = session.decode(&last_tokens, Some(prefill_mask))?;
-    let prefill_time = prefill_start.elapsed();
-
-    let mut out = Generation {
-        texts: vec![String::new(); n],
-        tokens: vec![Vec::new(); n],
-        stop: vec![StopReason::MaxTokens; n],
+    prompt_tokens += n;
+    let mut out = Generation::before_decoding(
+        n,
+        StopReason::MaxTokens,
         prompt_tokens,
-        prefill_time,
-        generated_tokens: 0,
-        decode_time: Duration::ZERO,
-        repair_tokens: 0,
-        repair_time: Duration::ZERO,
-    };
+        prefill_start.elapsed(),
+    );
     let mut streams: Vec<Utf8Stream> = (0..n).map(|_| Utf8Stream::default()).collect();
     let mut live: Vec<bool> = vec![true; n];
     let decode_start = Instant::now();
