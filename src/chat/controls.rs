@@ -164,13 +164,12 @@ impl SkipControls {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn controls() -> SkipControls {
+impl SkipControls {
+    /// The chat's tests' settings: a 30-block model at `target`, unified, in blocks.
+    pub(crate) fn for_tests(target: f64) -> SkipControls {
         SkipControls {
             n_layer: 30,
-            target: 1.0,
+            target,
             spec: StrategySpec::Unified,
             mode: SpeedupMode::Layers,
             prefill: PrefillPolicy::Full,
@@ -178,6 +177,15 @@ mod tests {
             planned_len: 64,
             seed: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controls() -> SkipControls {
+        SkipControls::for_tests(1.0)
     }
 
     #[test]

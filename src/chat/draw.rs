@@ -328,8 +328,7 @@ mod tests {
     use crate::chat::controls::SkipControls;
     use crate::chat::state::{Entry, State};
     use crate::chat::worker::{Baseline, BaselineSource, ModelInfo, ReplyStats};
-    use crate::engine::PrefillPolicy;
-    use crate::skip::{Mask, StrategySpec};
+    use crate::skip::Mask;
 
     fn state(template: bool) -> State {
         let info = ModelInfo {
@@ -338,17 +337,7 @@ mod tests {
             n_layer: 30,
             template,
         };
-        let controls = SkipControls {
-            n_layer: 30,
-            target: 1.5,
-            spec: StrategySpec::Unified,
-            mode: SpeedupMode::Layers,
-            prefill: PrefillPolicy::Full,
-            cost: None,
-            planned_len: 64,
-            seed: 0,
-        };
-        State::new(info, controls, None, &[])
+        State::new(info, SkipControls::for_tests(1.5), None, &[])
     }
 
     fn render(state: &State, w: u16, h: u16) -> Vec<String> {

@@ -765,8 +765,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::PrefillPolicy;
-    use crate::skip::{CostModel, Strategy, StrategySpec};
+    use crate::skip::{CostModel, Strategy};
 
     pub(crate) fn state() -> State {
         let info = ModelInfo {
@@ -775,17 +774,7 @@ mod tests {
             n_layer: 30,
             template: true,
         };
-        let controls = SkipControls {
-            n_layer: 30,
-            target: 1.0,
-            spec: StrategySpec::Unified,
-            mode: SpeedupMode::Layers,
-            prefill: PrefillPolicy::Full,
-            cost: None,
-            planned_len: 64,
-            seed: 0,
-        };
-        State::new(info, controls, None, &[])
+        State::new(info, SkipControls::for_tests(1.0), None, &[])
     }
 
     fn key(code: KeyCode) -> Msg {
