@@ -6,6 +6,7 @@
 //! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
 //! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
 //! - [`bench`](mod@bench): speed and quality of every strategy, side by side.
+//! - [`utc`]: the clock as reports, profiles and file names write it.
 
 pub mod bench;
 pub mod calibrate;
@@ -15,3 +16,4 @@ pub mod engine;
 pub mod models;
 pub mod quality;
 pub mod skip;
+pub mod utc;

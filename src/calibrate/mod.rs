@@ -23,10 +23,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::machine::{unix_now, utc_timestamp};
 use crate::engine::{LlamaToken, Model};
 use crate::quality::{TeacherForcing, WindowShape};
 use crate::skip::{BlockPlacement, Depth, Mask, StrategySpec, plan};
+use crate::utc;
 
 /// Version of the profile file layout.
 pub const FORMAT: u32 = 1;
@@ -226,7 +226,7 @@ impl Search<'_> {
                 complete: false,
                 first_and_last_kept: true,
                 seconds: 0.0,
-                updated: utc_timestamp(unix_now()),
+                updated: utc::timestamp(utc::now()),
             },
         };
         if profile.complete {
@@ -316,7 +316,7 @@ impl Search<'_> {
             profile.first_and_last_kept &= first_and_last_kept;
             profile.seconds += seconds;
             profile.complete = kept == 2;
-            profile.updated = utc_timestamp(unix_now());
+            profile.updated = utc::timestamp(utc::now());
             on_step(&profile)?;
         }
         Ok(profile)

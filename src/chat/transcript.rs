@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::state::Entry;
 use super::worker::ReplyStats;
 use crate::engine::ChatMessage;
+
+/// The time records carry: Unix seconds, now.
+pub use crate::utc::now;
 
 /// Version of the record format, written into each file's first line.
 pub const FORMAT_VERSION: u32 = 1;
@@ -112,13 +114,6 @@ pub struct Loaded {
     pub skipped_tail: bool,
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Where transcripts are kept: `$UNISKIP_DATA/chats`, else `$XDG_DATA_HOME/uniskip/chats`,
 /// else `~/.local/share/uniskip/chats`. It may not exist yet.
 pub fn chats_dir() -> Result<PathBuf> {
@@ -163,7 +158,7 @@ impl TranscriptWriter {
     pub fn create(dir: &Path, start: &Record) -> Result<TranscriptWriter> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let time = now();
-        let stamp = utc_stamp(time);
+        let stamp = crate::utc::file_stamp(time);
         // The process id keeps two chats started in the same second apart.
         let mut path = dir.join(format!("chat-{stamp}-{}.jsonl", std::process::id()));
         let mut n = 1;
@@ -256,28 +251,6 @@ pub fn markdown(title: &str, entries: &[Entry]) -> String {
         }
     }
     out
-}
-
-/// `YYYYMMDD-HHMMSS` in UTC for a Unix time (Howard Hinnant's days-to-civil algorithm,
-/// which is all a file name needs of a calendar).
-fn utc_stamp(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 #[cfg(test)]
@@ -406,13 +379,6 @@ mod tests {
         let d = chats_dir_from(env(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")])).unwrap();
         assert_eq!(d, PathBuf::from("/x/uniskip/chats"));
         assert!(chats_dir_from(env(&[])).is_err());
-    }
-
-    #[test]
-    fn file_names_carry_the_utc_date_and_time() {
-        assert_eq!(utc_stamp(0), "19700101-000000");
-        assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
-        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
     }
 
     #[test]

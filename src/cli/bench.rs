@@ -11,7 +11,7 @@ use super::args::ModelArgs;
 use super::calibrate as cal;
 use super::ppl;
 use super::progress::{Progress, fmt_duration};
-use crate::bench::machine::{Machine, file_stamp, unix_now, utc_timestamp};
+use crate::bench::machine::Machine;
 use crate::bench::report::{CalibrationInfo, ModelInfo, QualitySettings, Report, SpeedSettings};
 use crate::bench::svg::{QualityMetric, quality_chart, throughput_chart};
 use crate::bench::{Bench, Phase, QualityPlan, SpeedPlan, grid};
@@ -19,6 +19,7 @@ use crate::calibrate::{Profile, profile_path};
 use crate::engine::{LlamaToken, Model};
 use crate::quality::{Corpus, Slice, WindowShape};
 use crate::skip::{Mask, Strategy};
+use crate::utc;
 
 /// Measure speed and quality of every strategy at every target, side by side.
 #[derive(Debug, Args)]
@@ -140,7 +141,7 @@ thought, but few doubt that it changed everything in the end.";
 /// Runs `uniskip bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
-    let unix = unix_now();
+    let unix = utc::now();
     let machine = Machine::current();
     for &t in &args.targets {
         if !(t.is_finite() && t >= 1.0) {
@@ -317,7 +318,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
         hook_revision: crate::engine::hook::revision().into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        date: utc_timestamp(unix),
+        date: utc::timestamp(unix),
         unix_time: unix,
         wall_seconds: started.elapsed().as_secs_f64(),
         cpu_seconds: crate::bench::machine::process_cpu_seconds(),
@@ -427,7 +428,7 @@ fn write_outputs(
     metric: QualityMetric,
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let base = format!("bench-{label}-{}", file_stamp(report.unix_time));
+    let base = format!("bench-{label}-{}", utc::file_stamp(report.unix_time));
     let mut files = Vec::new();
     let mut put = |name: String, text: String| -> Result<()> {
         let f = dir.join(name);
