@@ -345,9 +345,8 @@ fn check_n_layer(n_layer: usize) -> Result<(), PlanError> {
 /// keep `depth.kept(n_layer)` blocks, SkipDecode averages `depth` over its
 /// planned length, and a manual mask is returned as given (`depth` unused).
 /// A calibrated spec returns its mask for the kept count (full depth needs none).
-/// Only SkipDecode looks at `step`; it rebuilds its schedule on each call
-/// (O(planned_len log planned_len), negligible next to a forward pass), and
-/// [`skipdecode_schedule`] gives the whole schedule at once when wanted.
+/// Only SkipDecode looks at `step`; its schedule is built once per thread and
+/// settings (see [`skipdecode_schedule`]) and then read step by step.
 pub fn plan(
     spec: &StrategySpec,
     n_layer: usize,
@@ -366,9 +365,7 @@ pub fn plan(
             Ok(mask.clone())
         }
         StrategySpec::SkipDecode { planned_len } => {
-            let schedule = skipdecode_schedule(n_layer, depth, *planned_len)?;
-            // Past the planned length the ramp has bottomed out: stay there.
-            let active = schedule[step.min(schedule.len() - 1)];
+            let active = skipdecode_depth(n_layer, depth, *planned_len, step)?;
             Ok(bottom_skip(n_layer, active))
         }
         StrategySpec::Unified => Ok(unified(n_layer, depth.kept(n_layer)?)),
@@ -476,6 +473,37 @@ impl SplitMix64 {
 
 /// Computes block 0, skips blocks `1..=n - active`, computes the rest: the
 /// SkipDecode layout, where block 0 acts as a warm-up before the skip.
+/// SkipDecode's depth at `step` (past the planned length the ramp has bottomed out:
+/// it stays there). The schedule is global (its rounding spreads over every step), so
+/// building it costs O(planned_len log planned_len); generation asks for it once per
+/// token with the same settings, so the last one built is kept.
+fn skipdecode_depth(
+    n_layer: usize,
+    depth: Depth,
+    planned_len: usize,
+    step: usize,
+) -> Result<usize, PlanError> {
+    type Built = ((usize, Depth, usize), std::rc::Rc<Vec<usize>>);
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Built>> = const { std::cell::RefCell::new(None) };
+    }
+    let key = (n_layer, depth, planned_len);
+    let cached = LAST.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, s)| std::rc::Rc::clone(s))
+    });
+    let schedule = match cached {
+        Some(s) => s,
+        None => {
+            let s = std::rc::Rc::new(skipdecode_schedule(n_layer, depth, planned_len)?);
+            LAST.set(Some((key, std::rc::Rc::clone(&s))));
+            s
+        }
+    };
+    Ok(schedule[step.min(schedule.len() - 1)])
+}
+
 fn bottom_skip(n: usize, active: usize) -> Mask {
     let skipped = n - active;
     Mask::from_kept(n, std::iter::once(0).chain(skipped + 1..n))
