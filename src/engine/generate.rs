@@ -359,7 +359,9 @@ pub fn generate(
             })
             .is_break()
             {
+                // Asked to stop: the other sequences are not sampled or shown this step.
                 stopped = true;
+                break;
             }
             if out.tokens[seq].len() >= request.max_tokens {
                 live[seq] = false;

@@ -210,6 +210,8 @@ impl Model {
             // may re-run positions a window-sized cache has already evicted.
             .with_kv_unified(true)
             .with_swa_full(true);
+        // Counted afresh: `Session::new` reads what creating this context consulted.
+        super::hook::take_consulted();
         let ctx = self
             .model
             .new_context(backend()?, params)
