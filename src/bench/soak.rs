@@ -147,11 +147,15 @@ fn replay_oracle(
             "the ledger's masks are not nested: a replay needed a repair".into(),
         ));
     }
-    Ok(live_logits
-        .iter()
-        .zip(&last_logits)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max))
+    if last_logits.len() != live_logits.len() {
+        return Err(EngineError::Decode(
+            "the replay gave no logits for the last position".into(),
+        ));
+    }
+    Ok(crate::quality::metrics::max_abs_diff(
+        live_logits,
+        &last_logits,
+    ))
 }
 
 /// Runs the soak; `on_checkpoint` sees each checkpoint as it happens.
@@ -265,7 +269,13 @@ pub fn soak(
     let worst_diff = checkpoints
         .iter()
         .map(|c| c.oracle_max_diff)
-        .fold(0.0, f32::max);
+        .fold(0.0, |worst, d| {
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                worst.max(d)
+            }
+        });
     Ok(SoakReport {
         checkpoints,
         generated,

@@ -41,6 +41,19 @@ pub fn argmax(values: &[f32]) -> usize {
     best
 }
 
+/// The largest absolute difference between two logit rows of the same length; infinite
+/// if either holds a NaN (which `f32::max` would silently drop, passing any oracle).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logit rows differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
+        .fold(0.0, f32::max)
+}
+
 /// A reference next-token distribution (full depth), kept in the form that makes
 /// comparing another row against it cheap: log-probabilities and probabilities.
 #[derive(Debug, Clone)]
@@ -227,6 +240,13 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nan_is_an_infinite_difference() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+        assert_eq!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[f32::NAN], &[f32::NAN]), f32::INFINITY);
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol

@@ -71,14 +71,9 @@ pub fn argmax(logits: &[f32]) -> LlamaToken {
     LlamaToken(best as i32)
 }
 
-/// Largest absolute difference between two logit rows.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "logit rows differ in length");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+/// Largest absolute difference between two logit rows (infinite on a NaN).
+#[allow(unused_imports)] // not every test binary compares logits
+pub use uniskip::quality::metrics::max_abs_diff;
 
 /// A prompt long enough to matter and short enough to be quick.
 pub const PROMPT: &str = "The old lighthouse keeper climbed the stairs every evening, and on the night of the storm he saw";
