@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::engine::{ContextOptions, ModelOptions, PrefillPolicy, Sampling};
@@ -175,10 +175,15 @@ impl SkipArgs {
                     Some(masks) => StrategySpec::Calibrated {
                         masks: masks.to_vec(),
                     },
-                    None => bail!(
-                        "--strategy calibrated needs the model's calibration profile, which \
-                         this command does not load: use `uniskip ppl` or `uniskip bench`"
-                    ),
+                    None => {
+                        return Err(super::BadInput(
+                            "--strategy calibrated needs the model's calibration profile, \
+                             which this command does not load: use `uniskip ppl` or \
+                             `uniskip bench`"
+                                .into(),
+                        )
+                        .into());
+                    }
                 },
                 other => StrategySpec::default_for(other).expect("not manual"),
             };

@@ -90,12 +90,20 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
 pub struct BadInput(pub String);
 
 /// The exit code for an error: 2 when the input was wrong (flags, prompt, model file),
-/// 1 when running it failed.
+/// 1 when running it failed (a download, the disk, llama.cpp at work).
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     use crate::engine::EngineError;
     let bad_input = error.chain().any(|cause| {
         cause.is::<BadInput>()
-            || cause.is::<crate::models::ModelError>()
+            // A name or path that is not a model; not a download or disk that failed.
+            || matches!(
+                cause.downcast_ref::<crate::models::ModelError>(),
+                Some(
+                    crate::models::ModelError::Unknown { .. }
+                        | crate::models::ModelError::NotFound { .. }
+                        | crate::models::ModelError::Missing { .. }
+                )
+            )
             || cause.is::<crate::models::HeaderError>()
             || cause.is::<crate::models::InvalidModel>()
             || cause.is::<crate::skip::PlanError>()

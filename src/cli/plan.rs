@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
@@ -46,7 +46,11 @@ pub struct PlanArgs {
 pub fn run(args: PlanArgs) -> Result<()> {
     let measured = args.skip.speedup_mode == SpeedupMode::Measured;
     if measured && args.layers.is_some() {
-        bail!("--speedup-mode measured needs a model to probe; use -m MODEL instead of --layers");
+        return Err(super::BadInput(
+            "--speedup-mode measured needs a model to probe; use -m MODEL instead of --layers"
+                .into(),
+        )
+        .into());
     }
     let (title, n_layer, path) = match args.layers {
         Some(l) => (format!("a model with {l} blocks"), l as usize, None),
