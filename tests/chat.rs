@@ -396,6 +396,17 @@ fn records(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// How many whole message lines the transcript at `path` holds so far (a line being
+/// written may be cut short).
+fn complete_messages(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["role"].is_string())
+            .count()
+    })
+}
+
 /// The (role, record) pairs of the conversation's messages.
 fn messages(records: &[serde_json::Value]) -> Vec<(&str, &serde_json::Value)> {
     records
@@ -553,7 +564,7 @@ fn a_very_long_paste_arrives_whole_and_ctrl_c_stops_its_reply_while_the_prompt_i
         std::fs::read_dir(&transcript)
             .ok()
             .and_then(|mut d| d.next())
-            .is_some_and(|f| messages(&records(&f.unwrap().path())).len() == 4)
+            .is_some_and(|f| complete_messages(&f.unwrap().path()) == 4)
     });
     // The reply is saved just before the screen hears it ended; Ctrl+C before that would
     // stop it rather than quit.

@@ -18,8 +18,9 @@ pub const CYCLE: [Strategy; 5] = [
 /// How far one press of the target keys moves the target.
 pub const TARGET_STEP: f64 = 0.25;
 
-/// The skip settings in force. Always valid: every setter checks its input against the
-/// model, so [`SkipControls::mask`] always has a plan to give.
+/// The skip settings in force. The setters keep them plannable for the model (targets
+/// are checked; the strategies offered plan at every valid target), so
+/// [`SkipControls::mask`] always has a mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SkipControls {
     /// Blocks in the model.
@@ -119,6 +120,13 @@ impl SkipControls {
             .map_err(|e: crate::skip::ParseNameError| e.to_string())?;
         if strategy == Strategy::Manual {
             return Err("a manual mask is given at start-up with --skip-layers LIST".into());
+        }
+        if strategy == Strategy::Calibrated {
+            return Err(
+                "the chat does not load calibration profiles yet; `uniskip ppl` and \
+                 `uniskip bench` do"
+                    .into(),
+            );
         }
         self.spec = self.spec_for(strategy);
         Ok(())

@@ -16,9 +16,10 @@ use super::worker::{Engine, Event, ReplyStats};
 
 /// Runs line mode until standard input ends or `/quit`.
 pub fn run(mut state: State, engine: Engine) -> Result<()> {
-    // The first Ctrl+C stops the reply; a second one before it has stopped ends the
-    // process as usual.
-    let interrupted = Arc::new(AtomicBool::new(false));
+    // `interrupted` armed (true) means the next Ctrl+C ends the process as usual: so it
+    // is while no reply runs (there is nothing to stop) and once a stop was asked for.
+    // While a reply runs it is disarmed, and the first Ctrl+C stops the reply.
+    let interrupted = Arc::new(AtomicBool::new(true));
     signal_hook::flag::register_conditional_shutdown(
         signal_hook::consts::SIGINT,
         130,
@@ -66,6 +67,7 @@ fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Re
             continue;
         }
         let effects = submit(state, line);
+        interrupted.store(false, Ordering::SeqCst);
         apply(state, engine, effects);
         if std::mem::take(&mut state.help) {
             for (k, d) in COMMANDS {
@@ -76,6 +78,7 @@ fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Re
             pump(state, engine, interrupted, &mut shown, true)?;
         }
         show_notices(state, &mut shown);
+        interrupted.store(true, Ordering::SeqCst);
         if state.quit {
             break;
         }
@@ -94,9 +97,12 @@ fn pump(
     until_idle: bool,
 ) -> Result<()> {
     let mut out = io::stdout().lock();
+    let mut stop_asked = false;
     loop {
-        if interrupted.swap(false, Ordering::SeqCst) && state.reply.is_active() {
+        // The flag stays set: a second Ctrl+C ends the process.
+        if !stop_asked && interrupted.load(Ordering::SeqCst) && state.reply.is_active() {
             engine.stop_reply();
+            stop_asked = true;
         }
         let busy = state.reply.is_active() || state.probing || state.measured_pending;
         let wait = if until_idle || busy {

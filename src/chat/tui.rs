@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use crossterm::event::{
     self, DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
-    Event as TermEvent, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags,
+    Event as TermEvent, KeyboardEnhancementFlags, MouseEventKind, PopKeyboardEnhancementFlags,
     PushKeyboardEnhancementFlags,
 };
 use crossterm::execute;
@@ -59,7 +59,7 @@ fn restore_terminal() {
 }
 
 /// The terminal in raw mode on the alternate screen; restored when dropped, on panic and
-/// on SIGTERM/SIGHUP (the loop sees the signal and returns, which drops this).
+/// on SIGTERM/SIGHUP/SIGINT (the loop sees the signal and returns, which drops this).
 struct TerminalGuard {
     terminal: Terminal<CrosstermBackend<Stdout>>,
 }
@@ -213,7 +213,17 @@ fn event_loop(
             loop {
                 let msg = match event::read().context("reading the terminal")? {
                     TermEvent::Key(key) => Some(Msg::Key(key)),
-                    TermEvent::Mouse(mouse) => Some(Msg::Mouse(mouse)),
+                    // Only the wheel scrolls; the pointer's movements (reported with
+                    // mouse capture on) change nothing and must not cost a redraw.
+                    TermEvent::Mouse(mouse)
+                        if matches!(
+                            mouse.kind,
+                            MouseEventKind::ScrollUp | MouseEventKind::ScrollDown
+                        ) =>
+                    {
+                        Some(Msg::Mouse(mouse))
+                    }
+                    TermEvent::Mouse(_) => None,
                     TermEvent::Paste(text) => Some(Msg::Paste(text)),
                     TermEvent::Resize(w, h) => Some(Msg::Resize(w, h)),
                     TermEvent::FocusGained | TermEvent::FocusLost => None,

@@ -1,6 +1,7 @@
 //! The engine thread: owns the model's session and the conversation, generates replies
 //! and streams them back. The UI thread talks to it through channels only, plus two
-//! shared values read before every decode call: the skip controls and the stop flag.
+//! shared values read before every decode call: the skip controls and the number of the
+//! reply to stop.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -618,7 +619,12 @@ impl Conversation {
         );
         let generation = match result {
             Ok(g) => g,
-            Err(e) => return shared.send(Event::ReplyFailed(e.to_string())),
+            Err(e) => {
+                // No reply: the next turn must not follow two user messages in a row (some
+                // chat templates refuse that). The transcript keeps what was asked.
+                self.messages.pop();
+                return shared.send(Event::ReplyFailed(e.to_string()));
+            }
         };
         let content = generation.texts.into_iter().next().unwrap_or_default();
         let stats = ReplyStats {
