@@ -134,6 +134,22 @@ impl Profile {
                 profile.format
             );
         }
+        // Masks are built from the steps without further checks: a hand-edited or foreign
+        // file must fail here, with its name, not later.
+        for step in &profile.steps {
+            let sorted = step.kept_blocks.windows(2).all(|w| w[0] < w[1]);
+            let inside = step.kept_blocks.iter().all(|&b| b < profile.n_layer);
+            if !sorted || !inside || step.kept_blocks.len() != step.kept || step.kept < 2 {
+                bail!(
+                    "calibration profile {} is damaged: its step for {} kept blocks lists \
+                     {:?} of a {}-block model; run `uniskip calibrate --fresh`",
+                    path.display(),
+                    step.kept,
+                    step.kept_blocks,
+                    profile.n_layer
+                );
+            }
+        }
         Ok(profile)
     }
 
@@ -156,7 +172,7 @@ fn kept_mask(n_layer: usize, kept: &[usize]) -> Mask {
     for &b in kept {
         active[b] = true;
     }
-    Mask::from_active(active).expect("a profile step keeps at least 2 blocks")
+    Mask::from_active(active).expect("checked by Profile::load: at least 2 blocks")
 }
 
 /// Where the profile of the model with file hash `model_sha256` is cached.
