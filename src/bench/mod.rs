@@ -5,7 +5,9 @@
 //! - [`speed`]: prefill and decode speed, interleaved rounds, medians.
 //! - quality comes from [`crate::quality`] (teacher-forced, against full depth).
 //! - [`report`]: the JSON record and the Markdown tables; [`svg`]: the charts.
-//! - [`machine`]: where and when.
+//! - [`machine`]: where (when: [`crate::utc`]).
+//! - [`probe`]: the decode cost per block, for measured mode; [`soak`]: the long run with
+//!   its replay oracle.
 
 pub mod grid;
 pub mod machine;

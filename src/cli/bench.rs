@@ -351,7 +351,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 prefix_tokens: q.shape.prefix,
                 continuation_tokens: q.shape.continuation,
                 scored_tokens: q.windows.len() * q.shape.continuation,
-                reference: "full depth, same windows, same batches".into(),
+                reference: "full depth, same windows, same positions".into(),
             }
         }),
         calibration,

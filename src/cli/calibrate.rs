@@ -13,7 +13,7 @@ use crate::engine::Model;
 use crate::quality::{Corpus, Slice, WindowShape};
 
 /// Default calibration slice: windows, prefix and continuation tokens. Small on purpose:
-/// the search evaluates about L^2/2 placements (462 on a 30-block model).
+/// the search evaluates about L^2/2 + 4L placements (some 540 on a 30-block model).
 pub const DEFAULT_WINDOWS: u32 = 4;
 /// See [`DEFAULT_WINDOWS`].
 pub const DEFAULT_PREFIX: u32 = 64;

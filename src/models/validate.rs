@@ -15,7 +15,7 @@
 //!   info (name, dimensions, ggml type, byte size), `general.alignment`, and that each tensor's
 //!   data is aligned, lies inside the file and is packed in the order the pinned llama.cpp
 //!   loader (`gguf.cpp`) requires;
-//! - content: a known `general.architecture`, a `<arch>.block_count` in `1..=4096`,
+//! - content: a known `general.architecture`, a `<arch>.block_count` in `1..=512`,
 //!   `token_embd.weight`, at least one `blk.<i>.*` tensor for every block, and the full per-block
 //!   tensor set of the architectures verified against real files (`llama`, `gemma3`).
 //!
@@ -1593,7 +1593,7 @@ fn parse<S: Source>(src: &mut S, len: u64) -> Result<Summary, Problem> {
             value: block_count,
         });
     }
-    let block_count = block_count as usize; // <= 4096
+    let block_count = block_count as usize; // <= MAX_BLOCK_COUNT
     let name = match kv.get("general.name") {
         Some(&Value::Str { offset, len }) => Some(p.text(offset, len)?),
         _ => None,

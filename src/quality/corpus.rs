@@ -136,8 +136,8 @@ impl Corpus {
     }
 
     /// `n` windows of exactly `len` tokens (BOS included when the model wants one) from
-    /// `slice`, spread evenly over its stripes. Each window starts at a line start and
-    /// stays inside one stripe.
+    /// `slice`, spread evenly over its stripes. Each window stays inside one stripe and starts at a
+    /// line start where the stripe leaves room for one (else wherever it must).
     pub fn windows(
         &self,
         model: &Model,
