@@ -55,7 +55,7 @@ fn plan_reads_the_block_count_from_the_model_header() {
 #[test]
 fn a_target_out_of_range_is_one_line_naming_the_valid_range() {
     let out = uniskip(&["plan", "--layers", "30", "--speedup", "16"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("from 1 to 15"), "{err}");
@@ -115,4 +115,40 @@ fn run_streams_text_and_prints_a_summary_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("20/30 blocks active"), "{err}");
     assert!(err.contains("decode") && err.contains("tok/s"), "{err}");
+}
+
+#[test]
+fn settings_a_command_cannot_use_are_bad_input_with_what_to_do_instead() {
+    for (args, says) in [
+        (
+            &[
+                "plan",
+                "--layers",
+                "30",
+                "--speedup",
+                "2",
+                "--strategy",
+                "calibrated",
+            ][..],
+            "use `uniskip ppl` or `uniskip bench`",
+        ),
+        (
+            &[
+                "plan",
+                "--layers",
+                "30",
+                "--speedup",
+                "2",
+                "--speedup-mode",
+                "measured",
+            ][..],
+            "use -m MODEL instead of --layers",
+        ),
+    ] {
+        let out = uniskip(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 }

@@ -29,6 +29,7 @@ fn random_mask_changes_keep_the_cache_equal_to_a_fresh_replay() {
     );
     assert!(last.repair_tokens > 0, "the run must repair: {last:?}");
     for c in &report.checkpoints {
+        assert!(c.checked_tokens > 0, "nothing was replayed: {c:?}");
         assert_eq!(
             c.oracle_max_diff, 0.0,
             "live state differs from the replay: {c:?}"

@@ -180,6 +180,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stream = !args.json && n_seq == 1;
     let mut stdout = std::io::stdout().lock();
     let mut masks_used = Vec::new();
+    // Active blocks of every step's mask: a schedule's depth varies, and what it gives is
+    // the average over the steps run, not step 0.
+    let mut active_per_step = Vec::new();
     let generation = generate(
         &mut session,
         &Request {
@@ -191,6 +194,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
         &mut |step| {
             let m = plan.mask(step);
+            active_per_step.push(m.n_active());
             if masks_used.last() != Some(&m) {
                 masks_used.push(m.clone());
             }
@@ -207,6 +211,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     )?;
     let active = first.active_indices();
+    let n_steps = active_per_step.len().max(1) as f64;
+    let mean_active = active_per_step.iter().sum::<usize>() as f64 / n_steps;
     if args.json {
         let value = json!({
             "model": model.name(),
@@ -215,10 +221,16 @@ pub fn run(args: RunArgs) -> Result<()> {
             "n_layer": model.n_layer(),
             "strategy": plan.spec.strategy().name(),
             "speedup_target": plan.target(),
-            "speedup_by_layers": model.n_layer() as f64 / active.len() as f64,
+            "speedup_by_layers": model.n_layer() as f64 / mean_active,
             "active_layers": active,
+            "mean_active_layers": mean_active,
             "speedup_mode": args.skip.speedup_mode.name(),
-            "predicted_speedup": probe.as_ref().map(|p| p.cost.predicted_speedup(active.len(), model.n_layer())),
+            // Time is linear in the active count: the mean time over the steps, as a
+            // harmonic mean of each step's predicted speedup.
+            "predicted_speedup": probe.as_ref().map(|p| n_steps / active_per_step
+                .iter()
+                .map(|&n| 1.0 / p.cost.predicted_speedup(n, model.n_layer()))
+                .sum::<f64>()),
             "max_speedup": probe.as_ref().map(|p| p.cost.max_speedup(model.n_layer())),
             "masks_used": masks_used.iter().map(|m| m.active_indices()).collect::<Vec<_>>(),
             "prefill": args.skip.prefill,
