@@ -85,7 +85,7 @@ pub struct SkipArgs {
     #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_strategy)]
     pub strategy: Strategy,
     /// Skip exactly these blocks instead, e.g. `10-19,22` (0-based, inclusive ranges).
-    #[arg(long, value_name = "LIST", conflicts_with_all = ["speedup", "strategy"])]
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["speedup", "strategy", "speedup_mode"])]
     pub skip_layers: Option<String>,
     /// How R becomes a block count: layers (the paper: keep floor(L/R)) or measured (probe
     /// decode time per block on this machine and keep as many blocks as reach R in time).
