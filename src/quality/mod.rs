@@ -205,10 +205,12 @@ impl<'m> TeacherForcing<'m> {
 }
 
 /// How many windows to evaluate together so that the full-depth reference (8 bytes per
-/// vocabulary entry per scored token) stays within about 256 MiB.
+/// vocabulary entry per scored token) stays within about 256 MiB, and each window has a
+/// sequence of its own (llama.cpp allows at most 256 in one context).
 pub fn windows_per_group(n_vocab: usize, continuation: usize) -> usize {
     const BUDGET: usize = 256 << 20;
-    (BUDGET / (8 * n_vocab.max(1) * continuation.max(1))).max(1)
+    const MAX_SEQUENCES: usize = 256;
+    (BUDGET / (8 * n_vocab.max(1) * continuation.max(1))).clamp(1, MAX_SEQUENCES)
 }
 
 /// Scores every schedule in `schedules` on `windows`, `group` windows at a time (to bound
@@ -242,4 +244,19 @@ pub fn evaluate(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::windows_per_group;
+
+    #[test]
+    fn window_groups_fit_the_memory_budget_and_llama_cpps_sequence_limit() {
+        // SmolLM2's vocabulary: 64 scored tokens of 8-byte rows take 25 MiB per window.
+        assert_eq!(windows_per_group(49_152, 64), 10);
+        // One scored token per window would allow 682 windows: capped at 256 sequences.
+        assert_eq!(windows_per_group(49_152, 1), 256);
+        // Never zero, however large a window.
+        assert_eq!(windows_per_group(262_144, 4096), 1);
+    }
 }
