@@ -1,8 +1,8 @@
 //! Calibration on a tiny slice of real text, on SmolLM2.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use uniskip::calibrate::{CalibrationSettings, Profile, Search};
 use uniskip::engine::Model;
 use uniskip::quality::{Corpus, Slice, TeacherForcing, WindowShape};

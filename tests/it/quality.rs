@@ -1,8 +1,8 @@
 //! Teacher-forced quality on SmolLM2 against computations that share no code with it.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use uniskip::quality::{Corpus, Slice, TeacherForcing, WindowShape};
 use uniskip::skip::{Depth, Mask, StrategySpec, plan};
 

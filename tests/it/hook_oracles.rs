@@ -1,8 +1,8 @@
 //! The skip hook against oracles that cannot lie (DESIGN.md section 5), on SmolLM2.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use uniskip::engine::{EngineError, Model, ModelOptions, write_pruned_model};
 use uniskip::skip::Mask;
 

@@ -4,7 +4,7 @@
 //! These runs use one thread: on a small machine shared with other work, two llama.cpp
 //! threads spin against each other and decode far slower than one.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! Bad input gets one clear line and exit code 2: never a panic, never an abort inside
 //! llama.cpp.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

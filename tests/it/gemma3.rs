@@ -1,8 +1,8 @@
 //! Gemma 3 (sliding-window attention, 18 blocks, no chat template) under a mask.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use uniskip::engine::{PrefillPolicy, Request, Sampling, generate};
 use uniskip::skip::{Depth, StrategySpec, plan};
 

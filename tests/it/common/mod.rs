@@ -1,5 +1,5 @@
 //! Shared set-up of the integration tests: real models from the local cache.
-#![allow(dead_code)]
+
 
 use std::path::PathBuf;
 

@@ -2,12 +2,12 @@
 //! keeps what it read, and the next generation of the same prompt picks up from there
 //! with exactly the output of one that was never interrupted.
 
-mod common;
+use crate::common;
 
 use std::cell::Cell;
 use std::ops::ControlFlow;
 
-use common::*;
+use crate::common::*;
 use uniskip::engine::{ContextOptions, Generation, PrefillPolicy, Request, Sampling, StopReason};
 use uniskip::engine::{LlamaToken, Session, generate};
 use uniskip::skip::{Depth, StrategySpec, plan};

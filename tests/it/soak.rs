@@ -1,6 +1,6 @@
 //! A short soak: random mask switches, repairs, and the exact replay oracle at checkpoints.
 
-mod common;
+use crate::common;
 
 use uniskip::bench::soak::{SoakOptions, soak};
 use uniskip::engine::ContextOptions;

@@ -2,9 +2,9 @@
 //! picks. How well the prediction matches a fresh measurement is printed (a benchmark
 //! check on a shared machine, not an assertion).
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use uniskip::bench::{probe, speed};
 use uniskip::skip::{Depth, StrategySpec, plan};
 

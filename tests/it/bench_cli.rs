@@ -1,6 +1,6 @@
 //! `uniskip bench` end to end on a tiny grid of the real default model.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,0 +1,16 @@
+//! Integration tests on the real models, in one test binary: each binary links llama.cpp,
+//! so one binary links it once. Every module is one area of behaviour.
+
+mod common;
+
+mod bench_cli;
+mod calibrate;
+mod chat;
+mod cli;
+mod gemma3;
+mod hook_oracles;
+mod hostile_input;
+mod interrupt;
+mod measured_mode;
+mod quality;
+mod soak;
