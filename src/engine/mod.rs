@@ -7,9 +7,11 @@ mod error;
 mod generate;
 pub mod hook;
 mod kv;
+mod metadata;
 mod model;
 mod prune;
 mod session;
+mod train;
 
 pub use error::{EngineError, Result};
 pub use generate::{
@@ -17,6 +19,8 @@ pub use generate::{
 };
 pub use kv::SeqLedger;
 pub use llama_cpp_2::token::LlamaToken;
+pub use metadata::{MetaValue, write_with_metadata};
 pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHITECTURES};
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
+pub use train::{Trainer, TrainerOptions, WINDOW_QUANTUM, quantize, write_f32_model};

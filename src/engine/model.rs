@@ -138,6 +138,16 @@ impl Model {
         &self.name
     }
 
+    /// The value of metadata key `key` as text (numbers formatted), if the file has it.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.model.meta_val_str(key).ok()
+    }
+
+    /// Parameters of the model (all tensors).
+    pub fn n_params(&self) -> u64 {
+        self.model.n_params()
+    }
+
     /// The vocabulary size (length of a logits row).
     pub fn n_vocab(&self) -> usize {
         self.model.n_vocab() as usize

@@ -14,3 +14,4 @@ mod interrupt;
 mod measured_mode;
 mod quality;
 mod soak;
+mod tune;
