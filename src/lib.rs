@@ -6,6 +6,7 @@
 //! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
 //! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
 //! - [`bench`](mod@bench): speed and quality of every strategy, side by side.
+//! - [`tune`]: skip-aware fine-tuning, and the metadata of tuned files.
 //! - [`utc`]: the clock as reports, profiles and file names write it.
 
 pub mod bench;
@@ -16,4 +17,5 @@ pub mod engine;
 pub mod models;
 pub mod quality;
 pub mod skip;
+pub mod tune;
 pub mod utc;

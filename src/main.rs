@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => uniskip::cli::bench::run(args),
         Command::Ppl(args) => uniskip::cli::ppl::run(args),
         Command::Calibrate(args) => uniskip::cli::calibrate::run(args),
+        Command::Tune(args) => uniskip::cli::tune::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
     };
     match result {

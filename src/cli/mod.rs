@@ -8,6 +8,7 @@ pub mod ppl;
 pub mod progress;
 pub mod run;
 pub mod soak;
+pub mod tune;
 
 /// The text every speed probe decodes after (the same everywhere, so runs compare).
 pub const PROBE_PROMPT: &str =
@@ -44,6 +45,8 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Long run with random mask changes: oracles and memory checked at checkpoints.
     Soak(soak::SoakArgs),
+    /// Fine-tune a model for one skip mask and write it as a tuned GGUF.
+    Tune(tune::TuneArgs),
     /// Download a catalog model (or all) into the local cache.
     Fetch(FetchArgs),
 }

@@ -147,13 +147,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
-    let plan = args.skip.plan_with(
-        model.n_layer(),
-        args.max_tokens as usize,
-        u64::from(args.sampling.seed),
-        probe.as_ref().map(|p| &p.cost),
-        None,
-    )?;
+    // A tuned file applies its own mask unless skip flags say otherwise.
+    let tuned = super::tune::tuned_plan(&model, &args.skip)?;
+    let (plan, prefill) = match &tuned {
+        Some((plan, prefill, _)) => (plan.clone(), *prefill),
+        None => (
+            args.skip.plan_with(
+                model.n_layer(),
+                args.max_tokens as usize,
+                u64::from(args.sampling.seed),
+                probe.as_ref().map(|p| &p.cost),
+                None,
+            )?,
+            args.skip.prefill,
+        ),
+    };
+    let tuned = tuned.map(|(_, _, info)| info);
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
         eprintln!("{w}");
@@ -188,7 +197,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         &Request {
             prompts: &prompts,
             max_tokens: args.max_tokens as usize,
-            prefill: args.skip.prefill,
+            prefill,
             sampling: &sampling,
             interrupt: None,
         },
@@ -233,7 +242,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .sum::<f64>()),
             "max_speedup": probe.as_ref().map(|p| p.cost.max_speedup(model.n_layer())),
             "masks_used": masks_used.iter().map(|m| m.active_indices()).collect::<Vec<_>>(),
-            "prefill": args.skip.prefill,
+            "prefill": prefill,
+            "tuned": tuned,
             "prompt_tokens": generation.prompt_tokens,
             "generated_tokens": generation.generated_tokens,
             "text": generation.texts[0],
@@ -272,6 +282,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             generation.repair_tokens,
             describe_stop(generation.stop[0], session.n_ctx()),
         );
+        if let Some(info) = &tuned {
+            eprintln!("{} (from the file's metadata)", info.describe());
+        }
     }
     Ok(())
 }

@@ -1,0 +1,347 @@
+//! `uniskip tune`: fine-tune a model for one skip mask and write it as a tuned GGUF.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::BadInput;
+use super::progress::Progress;
+use crate::engine::{Model, ModelOptions, WINDOW_QUANTUM};
+use crate::skip::{Depth, Strategy, StrategySpec, plan};
+use crate::tune::{DataSource, Event, Outcome, Report, TuneSettings, tune};
+
+/// Fine-tune a model so that it works with the blocks a target skips, and write it as GGUF.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Fine-tune a model so that it works with the blocks a target skips, and write it as GGUF.
+
+Skipping blocks of a model that was never trained to do without them ruins its text
+(SmolLM2 at 1.5x, untuned: perplexity in the thousands). Tuning trains the kept blocks
+with the mask applied, through llama.cpp's own training API and the same skip hook as
+inference, so the model learns to work without the skipped blocks.
+
+Recipe (whole-window, static pruning plus healing): every position of each training
+window runs under the mask and the loss is taken on every position. The tuned file
+therefore runs best with the prompt under the mask too: `uniskip run` reads the file's
+uniskip.* metadata and applies its mask with --prefill masked by default.
+
+Data: by default self-distillation: the base model, at full depth, continues short
+prompts cut from the corpus (Shakespeare unless --corpus), and the tuned model learns to
+write what the full model writes. --data corpus trains on the corpus text itself. The
+corpus's evaluation slice is never trained on; the held-out loss and quality (KL, top-1,
+perplexity against the base model at full depth) are measured on it before and after.
+
+Training needs the model in F32: weights, gradients and AdamW state take about 16 bytes
+per parameter (SmolLM2-135M: about 2.2 GB plus activations); a model that does not fit is
+refused before anything starts. The output is written in the base file's quantization type
+(or --type), F32 too with --f32. Ctrl+C finishes the current step, writes a checkpoint
+next to the output (OUT.tune/) and exits; --resume continues from it.",
+    after_help = "Examples:
+  uniskip tune -m smollm2 --speedup 1.5 -t 2
+  uniskip tune -m smollm2 --speedup 2 --strategy early-exit --train-tokens 16384 -o smol-ee-2x.gguf
+  uniskip tune -m model.gguf --speedup 1.5 --data corpus --corpus notes.txt --f32
+  uniskip run -m smollm2.tuned-unified-1.5x.gguf -p 'Once upon a time'   # applies the tuned mask"
+)]
+pub struct TuneArgs {
+    /// GGUF file, or a catalog name (`smollm2`, `gemma3`); default: smollm2.
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Target speedup R: the mask keeps the blocks the strategy keeps for R.
+    #[arg(short = 's', long, value_name = "R", value_parser = super::parse_speedup)]
+    pub speedup: f64,
+    /// How the kept blocks are placed: unified, early-exit, block or calibrated (static
+    /// masks; calibrated needs the model's `uniskip calibrate` profile).
+    #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_static_strategy)]
+    pub strategy: Strategy,
+    /// Tokens to train on (rounded up to whole windows; one window is one optimizer step;
+    /// 0 exports the model untrained, a check of the export path).
+    #[arg(long, value_name = "N", default_value_t = 32_768,
+          value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub train_tokens: u64,
+    /// Training text: distill (the base model's own continuations of corpus prompts) or
+    /// corpus (the corpus text itself).
+    #[arg(long, value_name = "D", default_value = "distill", value_parser = ["distill", "corpus"])]
+    pub data: String,
+    /// The corpus: `shakespeare` (the catalog's, fetched on first use), a UTF-8 file, or a
+    /// directory of .txt files. Prompts (distill) or text (corpus) come from its
+    /// calibration slice; held-out windows from its evaluation slice.
+    #[arg(long, value_name = "FILE|shakespeare")]
+    pub corpus: Option<String>,
+    /// The tuned file [default: MODEL.tuned-STRATEGY-Rx.gguf in the current directory].
+    #[arg(short = 'o', long = "out", value_name = "OUT.gguf")]
+    pub out: Option<PathBuf>,
+    /// Output quantization: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k
+    /// [default: the base file's].
+    #[arg(long = "type", value_name = "T", value_parser = parse_file_type)]
+    pub file_type: Option<i32>,
+    /// Also write the F32 weights (OUT.f32.gguf).
+    #[arg(long)]
+    pub f32: bool,
+    /// Continue the run interrupted with Ctrl+C (same flags).
+    #[arg(long)]
+    pub resume: bool,
+    /// Peak learning rate (AdamW; linear warm-up, cosine decay to a tenth).
+    #[arg(long, value_name = "LR", default_value_t = 1e-4, value_parser = parse_lr)]
+    pub lr: f64,
+    /// Tokens per training window (a multiple of 256).
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = parse_window)]
+    pub window: u32,
+    /// Held-out windows evaluated before and after.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub eval_windows: u32,
+    /// CPU threads [default: all cores].
+    #[arg(short = 't', long, value_name = "T", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Seed of the distillation sampler.
+    #[arg(long, value_name = "S", default_value_t = 42)]
+    pub seed: u32,
+    /// Print one JSON object (the report) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_static_strategy(s: &str) -> std::result::Result<Strategy, String> {
+    let strategy: Strategy = s
+        .parse()
+        .map_err(|e: crate::skip::ParseNameError| e.to_string())?;
+    match strategy {
+        Strategy::Unified | Strategy::EarlyExit | Strategy::Block | Strategy::Calibrated => {
+            Ok(strategy)
+        }
+        other => Err(format!(
+            "`{}` is not a static mask; tune supports unified, early-exit, block, calibrated",
+            other.name()
+        )),
+    }
+}
+
+/// llama.cpp's file type numbers (`general.file_type`) by name.
+const FILE_TYPES: &[(&str, i32)] = &[
+    ("f32", 0),
+    ("f16", 1),
+    ("q4_0", 2),
+    ("q4_1", 3),
+    ("q8_0", 7),
+    ("q5_0", 8),
+    ("q5_1", 9),
+    ("q4_k_m", 15),
+    ("q5_k_m", 17),
+    ("q6_k", 18),
+];
+
+fn parse_file_type(s: &str) -> std::result::Result<i32, String> {
+    let lower = s.to_ascii_lowercase();
+    FILE_TYPES
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = FILE_TYPES.iter().map(|(n, _)| *n).collect();
+            format!("unknown type `{s}`; expected one of: {}", names.join(", "))
+        })
+}
+
+fn parse_lr(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 1e-2 => Ok(x),
+        _ => Err(format!("`{s}` is not a learning rate in (0, 0.01]")),
+    }
+}
+
+fn parse_window(s: &str) -> std::result::Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n > 0 && n % WINDOW_QUANTUM == 0 && n <= 8192 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a window: give a multiple of {WINDOW_QUANTUM} up to 8192"
+        )),
+    }
+}
+
+/// Runs `uniskip tune`.
+pub fn run(args: TuneArgs) -> Result<()> {
+    let path = crate::models::ensure(args.model.as_deref(), crate::models::Progress::Stderr)?;
+    let threads = args.threads.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(2)
+        },
+        i32::from,
+    );
+    let (mask, n_layer) = {
+        let model = Model::load(&path, &ModelOptions::default())?;
+        let n_layer = model.n_layer();
+        let spec = match args.strategy {
+            Strategy::Calibrated => StrategySpec::Calibrated {
+                masks: super::ppl::load_profile(&path, None)
+                    .map_err(|e| BadInput(format!("--strategy calibrated: {e:#}")))?
+                    .0
+                    .masks(),
+            },
+            other => StrategySpec::default_for(other).expect("a static strategy"),
+        };
+        let mask = plan(&spec, n_layer, Depth::Ratio(args.speedup), 0)
+            .map_err(|e| BadInput(format!("--speedup {}: {e}", args.speedup)))?;
+        (mask, n_layer)
+    };
+    if mask.is_full() {
+        return Err(BadInput(format!(
+            "--speedup {} keeps all {n_layer} blocks: there is nothing to tune for",
+            args.speedup
+        ))
+        .into());
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        PathBuf::from(format!(
+            "{stem}.tuned-{}-{}x.gguf",
+            args.strategy.name(),
+            args.speedup
+        ))
+    });
+    if out.is_dir() {
+        return Err(BadInput(format!("-o {}: is a directory; name a file", out.display())).into());
+    }
+    let settings = TuneSettings {
+        model: path,
+        mask,
+        strategy: args.strategy.name().into(),
+        speedup: args.speedup,
+        train_tokens: args.train_tokens as usize,
+        window: args.window as usize,
+        source: if args.data == "corpus" {
+            DataSource::Corpus
+        } else {
+            DataSource::Distill
+        },
+        corpus: args.corpus.clone(),
+        out,
+        file_type: args.file_type,
+        also_f32: args.f32,
+        resume: args.resume,
+        threads,
+        learning_rate: args.lr,
+        eval_windows: args.eval_windows as usize,
+        seed: args.seed,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| anyhow::anyhow!("installing a signal handler: {e}"))?;
+    }
+    let mut data_bar = Progress::new("training text");
+    let mut step_bar = Progress::new("tuning");
+    let mut announced = false;
+    let outcome = tune(&settings, &stop, &mut |event| match event {
+        Event::Phase(line) => eprintln!("{line}"),
+        Event::Data { done, total } => data_bar.update(done, total, "windows"),
+        Event::Step {
+            step,
+            steps,
+            loss,
+            tokens_per_s,
+            eta_s,
+        } => {
+            if stop.load(Ordering::Relaxed) && !announced {
+                announced = true;
+                eprintln!("\nstopping: writing a checkpoint after this step");
+            }
+            step_bar.update(
+                step,
+                steps,
+                &format!("loss {loss:.3}, {tokens_per_s:.0} tok/s, ETA {eta_s:.0} s"),
+            );
+        }
+    })?;
+    match outcome {
+        Outcome::Interrupted { step, dir } => {
+            eprintln!(
+                "interrupted at step {step}: checkpoint in {}; continue with the same flags and --resume",
+                dir.display()
+            );
+            std::process::exit(130);
+        }
+        Outcome::Finished(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_report(r: &Report) {
+    println!("wrote {} ({})", r.out.display(), r.tuned.describe());
+    if let Some(p) = &r.out_f32 {
+        println!("wrote {} (F32)", p.display());
+    }
+    println!(
+        "training: {} steps, loss {:.3} -> {:.3} (last 10 mean), {:.0} tok/s, {:.0} s, peak RSS {:.2} GiB",
+        r.losses.len(),
+        r.losses.first().copied().unwrap_or(f64::NAN),
+        r.tuned.final_loss,
+        r.train_tokens_per_s,
+        r.train_seconds,
+        r.peak_rss_bytes as f64 / (1u64 << 30) as f64
+    );
+    println!(
+        "held-out loss under the mask: {:.3} -> {:.3}",
+        r.eval_loss_before, r.eval_loss_after
+    );
+    println!("held-out quality against the base model at full depth:");
+    println!("  {:<28} {:>10} {:>9} {:>7}", "", "PPL", "KL mean", "top-1");
+    for (name, q) in [
+        ("untuned, prompt masked", &r.untuned_masked_prefix),
+        ("untuned, prompt full depth", &r.untuned_full_prefix),
+        ("tuned, prompt masked", &r.tuned_masked_prefix),
+        ("tuned, prompt full depth", &r.tuned_full_prefix),
+    ] {
+        println!(
+            "  {name:<28} {:>10.2} {:>9.3} {:>6.1}%",
+            q.perplexity,
+            q.kl_mean,
+            100.0 * q.top1_agreement
+        );
+    }
+}
+
+/// The plan a tuned file asks for when the user gave no skip flags (no `--speedup`, no
+/// `--skip-layers`): its own mask, with the prompt under the mask for the whole-window
+/// recipe it was trained with. `None` for an untuned file, or when skip flags were given.
+pub fn tuned_plan(
+    model: &Model,
+    skip: &super::args::SkipArgs,
+) -> Result<
+    Option<(
+        super::args::SkipPlan,
+        crate::engine::PrefillPolicy,
+        crate::tune::TunedInfo,
+    )>,
+> {
+    let Some(info) = crate::tune::read_tuned(model)? else {
+        return Ok(None);
+    };
+    if skip.skip_layers.is_some() || skip.speedup != 1.0 {
+        return Ok(None);
+    }
+    let mask = info.mask()?;
+    let kept = mask.n_active();
+    let plan = super::args::SkipPlan {
+        spec: StrategySpec::Manual { mask },
+        depth: Depth::Kept(kept.clamp(2, model.n_layer())),
+        n_layer: model.n_layer(),
+        target: info.speedup,
+    };
+    let prefill = if info.recipe == crate::tune::RECIPE_WHOLE_WINDOW {
+        crate::engine::PrefillPolicy::Masked
+    } else {
+        skip.prefill
+    };
+    Ok(Some((plan, prefill, info)))
+}

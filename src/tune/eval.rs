@@ -1,0 +1,138 @@
+//! Quality of a (tuned or untuned) model under a mask against the *base* model at full
+//! depth, teacher-forced on held-out windows.
+//!
+//! [`crate::quality`] compares a model with its own full depth; a tuned model's own full
+//! depth is no longer the base model, so here the reference distributions come from the
+//! base file and the scored rows from the candidate file.
+
+use anyhow::Result;
+
+use crate::engine::{BatchToken, ContextOptions, LlamaToken, Model};
+use crate::quality::{Distribution, QualityAccumulator, QualitySummary};
+use crate::skip::Mask;
+
+/// Which blocks a window's prefix runs through in the candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    /// Every block (the paper's rule at inference).
+    Full,
+    /// The same mask as the continuation (a pruned model, or the whole-window recipe).
+    Masked,
+}
+
+/// The full-depth distributions of the base model over each window's continuation.
+pub struct Reference {
+    prefix: usize,
+    windows: Vec<Vec<i32>>,
+    rows: Vec<Distribution>,
+}
+
+fn context(window: usize, threads: i32) -> ContextOptions {
+    let n = window.next_multiple_of(256) as u32;
+    ContextOptions {
+        n_ctx: n,
+        n_batch: n,
+        n_seq: 1,
+        threads,
+    }
+}
+
+/// Runs `windows` through `model` with `prefix_mask` over the first `prefix` tokens and
+/// `mask` over the rest, calling `row(window, j, logits)` for continuation position `j`.
+fn forward(
+    model: &Model,
+    windows: &[Vec<i32>],
+    prefix: usize,
+    prefix_mask: &Mask,
+    mask: &Mask,
+    threads: i32,
+    row: &mut dyn FnMut(usize, usize, &[f32]),
+) -> Result<()> {
+    let len = windows.first().map_or(0, Vec::len);
+    let mut session = model.session(&context(len, threads))?;
+    for (w, tokens) in windows.iter().enumerate() {
+        session.clear();
+        let batch = |range: std::ops::Range<usize>, logits: bool| -> Vec<BatchToken> {
+            tokens[range]
+                .iter()
+                .map(|&t| BatchToken {
+                    seq: 0,
+                    token: LlamaToken(t),
+                    logits,
+                })
+                .collect()
+        };
+        // The last token is only a target.
+        let cont = len - 1 - prefix;
+        if prefix_mask == mask {
+            let mut all = batch(0..len - 1, false);
+            for t in &mut all[prefix..] {
+                t.logits = true;
+            }
+            let outputs = session.decode(&all, Some(mask))?;
+            for (j, &i) in outputs.iter().enumerate() {
+                row(w, j, session.logits(i));
+            }
+        } else {
+            session.decode(&batch(0..prefix, false), Some(prefix_mask))?;
+            let outputs = session.decode(&batch(prefix..prefix + cont, true), Some(mask))?;
+            for (j, &i) in outputs.iter().enumerate() {
+                row(w, j, session.logits(i));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Reference {
+    /// The base model's full-depth distributions over `windows` (all the same length,
+    /// at most a few hundred tokens), positions `prefix..` scored.
+    pub fn new(base: &Model, windows: Vec<Vec<i32>>, prefix: usize, threads: i32) -> Result<Self> {
+        let full = Mask::full(base.n_layer());
+        let mut rows = Vec::new();
+        forward(
+            base,
+            &windows,
+            prefix,
+            &full,
+            &full,
+            threads,
+            &mut |_, _, logits| rows.push(Distribution::from_logits(logits)),
+        )?;
+        Ok(Reference {
+            prefix,
+            windows,
+            rows,
+        })
+    }
+
+    /// Scores `candidate` under `mask` (its prefix as `prefix` says) against the reference.
+    pub fn score(
+        &self,
+        candidate: &Model,
+        mask: &Mask,
+        prefix: Prefix,
+        threads: i32,
+    ) -> Result<QualitySummary> {
+        let full = Mask::full(candidate.n_layer());
+        let prefix_mask = match prefix {
+            Prefix::Full => &full,
+            Prefix::Masked => mask,
+        };
+        let cont = self.windows[0].len() - 1 - self.prefix;
+        let mut acc = QualityAccumulator::default();
+        forward(
+            candidate,
+            &self.windows,
+            self.prefix,
+            prefix_mask,
+            mask,
+            threads,
+            &mut |w, j, logits| {
+                let target = self.windows[w][self.prefix + j + 1] as usize;
+                acc.push(self.rows[w * cont + j].score(logits, target));
+            },
+        )?;
+        Ok(acc.summary())
+    }
+}

@@ -1,0 +1,500 @@
+//! One tuning run, from a base model file to a tuned file, with checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::RECIPE_WHOLE_WINDOW;
+use super::checkpoint::{self, Fingerprint, State};
+use super::data::{self, DataSource};
+use super::eval::{Prefix, Reference};
+use super::meta::TunedInfo;
+use crate::cli::BadInput;
+use crate::engine::{
+    MetaValue, Model, ModelOptions, Trainer, TrainerOptions, quantize, write_f32_model,
+    write_with_metadata,
+};
+use crate::quality::{Corpus, QualitySummary};
+use crate::skip::Mask;
+
+/// What to tune and how.
+#[derive(Debug, Clone)]
+pub struct TuneSettings {
+    /// The base model file.
+    pub model: PathBuf,
+    /// The mask to tune for.
+    pub mask: Mask,
+    /// The strategy name the mask was planned with.
+    pub strategy: String,
+    /// The target speedup the mask was planned for.
+    pub speedup: f64,
+    /// Tokens to train on (rounded up to whole windows).
+    pub train_tokens: usize,
+    /// Tokens per training window (a multiple of 256).
+    pub window: usize,
+    /// Where the training text comes from.
+    pub source: DataSource,
+    /// The corpus (`None`: Shakespeare): prompts for distillation, the text otherwise, and
+    /// the held-out windows in both cases.
+    pub corpus: Option<String>,
+    /// The tuned file to write.
+    pub out: PathBuf,
+    /// llama.cpp file type of the output (`None`: the base file's).
+    pub file_type: Option<i32>,
+    /// Also write the F32 weights, next to `out`.
+    pub also_f32: bool,
+    /// Continue the interrupted run whose checkpoint sits next to `out`.
+    pub resume: bool,
+    /// CPU threads.
+    pub threads: i32,
+    /// Peak learning rate (AdamW).
+    pub learning_rate: f64,
+    /// Held-out windows evaluated before and after.
+    pub eval_windows: usize,
+    /// Seed of the distillation sampler.
+    pub seed: u32,
+}
+
+/// Progress of a run, for a progress display.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A phase begins (one line for people).
+    Phase(String),
+    /// Training windows written so far.
+    Data {
+        /// Written.
+        done: usize,
+        /// Wanted.
+        total: usize,
+    },
+    /// An optimizer step finished.
+    Step {
+        /// Steps done.
+        step: usize,
+        /// Steps planned.
+        steps: usize,
+        /// This step's training loss.
+        loss: f64,
+        /// Training tokens per second so far (this run).
+        tokens_per_s: f64,
+        /// Seconds left at that rate.
+        eta_s: f64,
+    },
+}
+
+/// What a finished run measured and wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The tuned file.
+    pub out: PathBuf,
+    /// The F32 copy, when asked for.
+    pub out_f32: Option<PathBuf>,
+    /// What the file says about its tuning.
+    pub tuned: TunedInfo,
+    /// llama.cpp file type written.
+    pub file_type: i32,
+    /// Training loss of every step.
+    pub losses: Vec<f64>,
+    /// Held-out cross-entropy under the mask (whole window masked) before training.
+    pub eval_loss_before: f64,
+    /// The same after training.
+    pub eval_loss_after: f64,
+    /// Held-out quality against the base model at full depth: untuned, prompt masked.
+    pub untuned_masked_prefix: QualitySummary,
+    /// Untuned, prompt at full depth (the paper's inference rule).
+    pub untuned_full_prefix: QualitySummary,
+    /// Tuned file, prompt masked (as trained).
+    pub tuned_masked_prefix: QualitySummary,
+    /// Tuned file, prompt at full depth.
+    pub tuned_full_prefix: QualitySummary,
+    /// Training tokens per second (this run's steps).
+    pub train_tokens_per_s: f64,
+    /// Seconds of training (all runs of a resumed tuning together).
+    pub train_seconds: f64,
+    /// Peak resident memory of the process, bytes (0 where unknown).
+    pub peak_rss_bytes: u64,
+    /// The memory estimate checked before starting, bytes.
+    pub memory_estimate_bytes: u64,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Trained and written.
+    Finished(Box<Report>),
+    /// Stopped by a request; the checkpoint holds `step` steps.
+    Interrupted {
+        /// Steps done and saved.
+        step: usize,
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+}
+
+/// Windows of the quality evaluation: a prompt and a scored continuation.
+const QUALITY_PREFIX: usize = 32;
+const QUALITY_CONTINUATION: usize = 64;
+
+/// Bytes the F32 training state of a model with `n_params` parameters needs: weights,
+/// gradients and AdamW's two moments (16 bytes per parameter), plus the output head's
+/// activations for one window (logits, their gradient and softmax) and a margin.
+pub fn memory_estimate(n_params: u64, n_vocab: usize, window: usize) -> u64 {
+    16 * n_params + 4 * 4 * (n_vocab * window) as u64 + (512 << 20)
+}
+
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The learning rate of step `step` of `steps`: linear warm-up over the first tenth (at
+/// most 20 steps), then cosine decay to a tenth of the peak.
+fn learning_rate(peak: f64, step: usize, steps: usize) -> f64 {
+    let warmup = (steps / 10).clamp(1, 20);
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+fn data_label(settings: &TuneSettings) -> String {
+    let corpus = settings.corpus.as_deref().unwrap_or("shakespeare");
+    match settings.source {
+        DataSource::Distill => format!("distill:{corpus}"),
+        DataSource::Corpus => format!("corpus:{corpus}"),
+    }
+}
+
+fn bad(message: String) -> anyhow::Error {
+    anyhow::Error::new(BadInput(message))
+}
+
+/// Tunes `settings.model` for `settings.mask`. `stop` is read after every step (and while
+/// writing the training text): when set, the run saves a checkpoint and returns
+/// [`Outcome::Interrupted`].
+pub fn tune(
+    settings: &TuneSettings,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Outcome> {
+    let base = Model::load(&settings.model, &ModelOptions::default())?;
+    let n_layer = base.n_layer();
+    if settings.mask.n_layer() != n_layer {
+        bail!(
+            "the mask has {} blocks, the model {n_layer}",
+            settings.mask.n_layer()
+        );
+    }
+    if super::read_tuned(&base)?.is_some() {
+        return Err(bad(format!(
+            "{} is already a tuned file: tune its base model instead",
+            settings.model.display()
+        )));
+    }
+    let window = settings.window;
+    let steps = settings.train_tokens.div_ceil(window);
+    let estimate = memory_estimate(base.n_params(), base.n_vocab(), window);
+    if let Some(avail) = available_memory()
+        && estimate > avail
+    {
+        return Err(bad(format!(
+            "training {} in F32 needs about {:.1} GiB (16 bytes per parameter plus activations) but {:.1} GiB is available; use a smaller model",
+            base.name(),
+            estimate as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        )));
+    }
+    on_event(Event::Phase("hashing the base model".into()));
+    let base_sha256 = crate::models::file_sha256(&settings.model)?;
+    let fingerprint = Fingerprint {
+        base_sha256: base_sha256.clone(),
+        strategy: settings.strategy.clone(),
+        speedup: settings.speedup,
+        kept_blocks: settings.mask.active_indices(),
+        data: data_label(settings),
+        steps,
+        window,
+        learning_rate: settings.learning_rate,
+    };
+    let dir = checkpoint::dir_for(&settings.out);
+    let weights = checkpoint::weights(&dir);
+    let existing = checkpoint::load(&dir)?;
+    let corpus = Corpus::load(settings.corpus.as_deref())?;
+    let mut state = match (settings.resume, existing) {
+        (true, None) => {
+            return Err(bad(format!(
+                "--resume: no checkpoint at {} (Ctrl+C during a tuning run writes one)",
+                dir.display()
+            )));
+        }
+        (true, Some(state)) => {
+            if state.fingerprint != fingerprint {
+                return Err(bad(format!(
+                    "--resume: the checkpoint at {} was made with other settings ({:?}); give the same flags, or delete it",
+                    dir.display(),
+                    state.fingerprint
+                )));
+            }
+            on_event(Event::Phase(format!(
+                "resuming at step {} of {steps} from {}",
+                state.step,
+                dir.display()
+            )));
+            state
+        }
+        (false, Some(_)) => {
+            return Err(bad(format!(
+                "an interrupted run left a checkpoint at {}: add --resume to continue it, or delete it",
+                dir.display()
+            )));
+        }
+        (false, None) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            on_event(Event::Phase(format!(
+                "writing {steps} training windows of {window} tokens ({})",
+                data_label(settings)
+            )));
+            let windows = data::training_windows(
+                &base,
+                &corpus,
+                &settings.source,
+                steps,
+                window + 1,
+                settings.threads,
+                settings.seed,
+                &mut |done, total| on_event(Event::Data { done, total }),
+                &|| stop.load(Ordering::Relaxed),
+            );
+            let windows = match windows {
+                Ok(w) => w,
+                Err(e) if stop.load(Ordering::Relaxed) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e.context("interrupted before training began; nothing to resume"));
+                }
+                Err(e) => return Err(e),
+            };
+            on_event(Event::Phase("writing the base model as F32".into()));
+            write_f32_model(&settings.model, &weights, settings.threads)?;
+            State {
+                fingerprint,
+                step: 0,
+                losses: Vec::new(),
+                eval_loss_before: f64::NAN,
+                windows,
+                train_seconds: 0.0,
+            }
+        }
+    };
+    let eval_windows = data::evaluation_windows(&base, &corpus, settings.eval_windows, window + 1)?;
+    let eval_refs: Vec<&[i32]> = eval_windows.iter().map(Vec::as_slice).collect();
+    let bytes = settings.mask.as_bytes();
+
+    let mut trainer = Trainer::load(
+        &weights,
+        &TrainerOptions {
+            window: window as u32,
+            threads: settings.threads,
+            trainable_blocks: settings.mask.active_indices(),
+            train_output_norm: true,
+        },
+    )?;
+    if state.step == 0 {
+        on_event(Event::Phase("held-out loss under the mask, before".into()));
+        state.eval_loss_before = trainer.evaluate(&eval_refs, Some(&bytes))?;
+    }
+    on_event(Event::Phase(format!(
+        "training {} of {n_layer} blocks under the mask, {steps} steps of {window} tokens",
+        settings.mask.n_active()
+    )));
+    let started = Instant::now();
+    let first = state.step;
+    while state.step < steps {
+        let step = state.step;
+        trainer.set_learning_rate(learning_rate(settings.learning_rate, step, steps) as f32);
+        let tokens = &state.windows[step % state.windows.len()];
+        let loss = trainer.step(tokens, Some(&bytes))?;
+        state.losses.push(loss);
+        state.step += 1;
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = (state.step - first) as f64;
+        let tokens_per_s = done * window as f64 / elapsed.max(1e-9);
+        on_event(Event::Step {
+            step: state.step,
+            steps,
+            loss,
+            tokens_per_s,
+            eta_s: (steps - state.step) as f64 * elapsed / done,
+        });
+        if stop.load(Ordering::Relaxed) && state.step < steps {
+            state.train_seconds += started.elapsed().as_secs_f64();
+            save_checkpoint(&trainer, &dir, &state)?;
+            return Ok(Outcome::Interrupted {
+                step: state.step,
+                dir,
+            });
+        }
+    }
+    let run_seconds = started.elapsed().as_secs_f64();
+    state.train_seconds += run_seconds;
+    let train_tokens_per_s = ((steps - first) * window) as f64 / run_seconds.max(1e-9);
+    on_event(Event::Phase("held-out loss under the mask, after".into()));
+    let eval_loss_after = trainer.evaluate(&eval_refs, Some(&bytes))?;
+    let final_f32 = dir.join("tuned-f32.gguf");
+    trainer.save(&final_f32)?;
+    drop(trainer);
+
+    let tail = &state.losses[state.losses.len().saturating_sub(10)..];
+    let tuned = TunedInfo {
+        base_sha256,
+        strategy: settings.strategy.clone(),
+        speedup: settings.speedup,
+        block_count: n_layer,
+        kept_blocks: settings.mask.active_indices(),
+        recipe: RECIPE_WHOLE_WINDOW.into(),
+        data: data_label(settings),
+        tokens_trained: (steps * window) as u64,
+        // NaN when nothing was trained.
+        final_loss: tail.iter().sum::<f64>() / tail.len() as f64,
+        learning_rate: settings.learning_rate,
+    };
+    let file_type = match settings.file_type {
+        Some(t) => t,
+        None => base
+            .metadata("general.file_type")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+    };
+    let out_f32 = write_outputs(settings, &base, &tuned, &final_f32, file_type)?;
+
+    on_event(Event::Phase(
+        "held-out quality against the base model".into(),
+    ));
+    let quality_windows = data::evaluation_windows(
+        &base,
+        &corpus,
+        settings.eval_windows,
+        QUALITY_PREFIX + QUALITY_CONTINUATION + 1,
+    )?;
+    let reference = Reference::new(&base, quality_windows, QUALITY_PREFIX, settings.threads)?;
+    let mask = &settings.mask;
+    let untuned_masked_prefix = reference.score(&base, mask, Prefix::Masked, settings.threads)?;
+    let untuned_full_prefix = reference.score(&base, mask, Prefix::Full, settings.threads)?;
+    let tuned_model = Model::load(&settings.out, &ModelOptions::default())?;
+    let tuned_masked_prefix =
+        reference.score(&tuned_model, mask, Prefix::Masked, settings.threads)?;
+    let tuned_full_prefix = reference.score(&tuned_model, mask, Prefix::Full, settings.threads)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Outcome::Finished(Box::new(Report {
+        out: settings.out.clone(),
+        out_f32,
+        tuned,
+        file_type,
+        losses: state.losses,
+        eval_loss_before: state.eval_loss_before,
+        eval_loss_after,
+        untuned_masked_prefix,
+        untuned_full_prefix,
+        tuned_masked_prefix,
+        tuned_full_prefix,
+        train_tokens_per_s,
+        train_seconds: state.train_seconds,
+        peak_rss_bytes: peak_rss(),
+        memory_estimate_bytes: estimate,
+    })))
+}
+
+fn save_checkpoint(trainer: &Trainer, dir: &Path, state: &State) -> Result<()> {
+    let weights = checkpoint::weights(dir);
+    let tmp = dir.join("weights-f32.gguf.tmp");
+    trainer.save(&tmp)?;
+    std::fs::rename(&tmp, &weights).with_context(|| format!("writing {}", weights.display()))?;
+    checkpoint::save(dir, state)
+}
+
+/// Writes the tuned file (quantized to `file_type`) and, when asked, the F32 copy; both
+/// carry the tuning metadata and the base model's training context length (training
+/// overwrote it with the window). Returns the F32 copy's path.
+fn write_outputs(
+    settings: &TuneSettings,
+    base: &Model,
+    tuned: &TunedInfo,
+    final_f32: &Path,
+    file_type: i32,
+) -> Result<Option<PathBuf>> {
+    let mut entries = tuned.entries();
+    entries.push((
+        format!("{}.context_length", base.architecture()),
+        MetaValue::U32(base.n_ctx_train() as u32),
+    ));
+    let dir = final_f32.parent().unwrap_or(Path::new("."));
+    let source = if file_type == 0 {
+        final_f32.to_path_buf()
+    } else {
+        let q = dir.join("tuned-quantized.gguf");
+        quantize(final_f32, &q, file_type, settings.threads)?;
+        q
+    };
+    let tmp_out = dir.join("out.gguf.tmp");
+    write_with_metadata(&source, &tmp_out, &entries)?;
+    move_file(&tmp_out, &settings.out)?;
+    if !settings.also_f32 {
+        return Ok(None);
+    }
+    let f32_path = f32_path_for(&settings.out);
+    let tmp = dir.join("out-f32.gguf.tmp");
+    write_with_metadata(final_f32, &tmp, &entries)?;
+    move_file(&tmp, &f32_path)?;
+    Ok(Some(f32_path))
+}
+
+/// `OUT.gguf` -> `OUT.f32.gguf`.
+pub fn f32_path_for(out: &Path) -> PathBuf {
+    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+    out.with_file_name(format!("{stem}.f32.gguf"))
+}
+
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::rename(from, to).is_err() {
+        std::fs::copy(from, to).with_context(|| format!("writing {}", to.display()))?;
+        let _ = std::fs::remove_file(from);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{learning_rate, memory_estimate};
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_a_tenth() {
+        let peak = 1e-4;
+        assert!((learning_rate(peak, 0, 100) - 1e-5).abs() < 1e-12);
+        assert!((learning_rate(peak, 9, 100) - peak).abs() < 1e-12);
+        assert!((learning_rate(peak, 10, 100) - peak).abs() < 1e-12);
+        assert!((learning_rate(peak, 99, 100) - 0.1 * peak).abs() < 1e-6);
+        assert!(learning_rate(peak, 50, 100) < peak);
+    }
+
+    #[test]
+    fn memory_estimate_counts_sixteen_bytes_per_parameter() {
+        // SmolLM2-135M: about 2.2 GB of training state plus activations and margin.
+        let e = memory_estimate(134_515_008, 49_152, 256);
+        assert!(e > 2_150_000_000 && e < 3_500_000_000, "{e}");
+    }
+}
