@@ -13,6 +13,10 @@ default: chat
 chat *FLAGS: build
     ./target/release/uniskip chat {{FLAGS}}
 
+# Tune the default model for 1.5x (unified mask; see docs/TUNE.md): writes a tuned GGUF.
+tune *FLAGS: model
+    ./target/release/uniskip tune -m smollm2 --speedup 1.5 {{FLAGS}}
+
 # Build the binary (llama.cpp with the skip hook included).
 build: setup
     {{cargo}} build {{release}}

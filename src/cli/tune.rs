@@ -77,9 +77,14 @@ pub struct TuneArgs {
     /// [default: the base file's].
     #[arg(long = "type", value_name = "T", value_parser = parse_file_type)]
     pub file_type: Option<i32>,
-    /// Also write the F32 weights (OUT.f32.gguf).
+    /// Also write the F32 weights, all blocks (OUT.f32.gguf).
     #[arg(long)]
     pub f32: bool,
+    /// Write only the kept blocks into OUT: a smaller model that plain llama.cpp (and
+    /// anything built on it) runs at the tuned speed with no mask. It suits the
+    /// whole-window recipe, which trains every position under the mask.
+    #[arg(long)]
+    pub prune: bool,
     /// Continue the run interrupted with Ctrl+C (same flags).
     #[arg(long)]
     pub resume: bool,
@@ -222,6 +227,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         out,
         file_type: args.file_type,
         also_f32: args.f32,
+        prune: args.prune,
         resume: args.resume,
         threads,
         learning_rate: args.lr,

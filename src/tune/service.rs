@@ -15,7 +15,7 @@ use super::meta::TunedInfo;
 use crate::cli::BadInput;
 use crate::engine::{
     MetaValue, Model, ModelOptions, Trainer, TrainerOptions, quantize, write_f32_model,
-    write_with_metadata,
+    write_pruned_model, write_with_metadata,
 };
 use crate::quality::{Corpus, QualitySummary};
 use crate::skip::Mask;
@@ -44,8 +44,11 @@ pub struct TuneSettings {
     pub out: PathBuf,
     /// llama.cpp file type of the output (`None`: the base file's).
     pub file_type: Option<i32>,
-    /// Also write the F32 weights, next to `out`.
+    /// Also write the F32 weights (all blocks), next to `out`.
     pub also_f32: bool,
+    /// Write only the kept blocks into `out` (a smaller model plain llama.cpp runs at the
+    /// tuned speed with no mask).
+    pub prune: bool,
     /// Continue the interrupted run whose checkpoint sits next to `out`.
     pub resume: bool,
     /// CPU threads.
@@ -396,9 +399,16 @@ pub fn tune(
     let untuned_masked_prefix = reference.score(&base, mask, Prefix::Masked, settings.threads)?;
     let untuned_full_prefix = reference.score(&base, mask, Prefix::Full, settings.threads)?;
     let tuned_model = Model::load(&settings.out, &ModelOptions::default())?;
+    // A pruned file holds only the kept blocks: all of them run.
+    let tuned_mask = if settings.prune {
+        Mask::full(tuned_model.n_layer())
+    } else {
+        mask.clone()
+    };
     let tuned_masked_prefix =
-        reference.score(&tuned_model, mask, Prefix::Masked, settings.threads)?;
-    let tuned_full_prefix = reference.score(&tuned_model, mask, Prefix::Full, settings.threads)?;
+        reference.score(&tuned_model, &tuned_mask, Prefix::Masked, settings.threads)?;
+    let tuned_full_prefix =
+        reference.score(&tuned_model, &tuned_mask, Prefix::Full, settings.threads)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome::Finished(Box::new(Report {
         out: settings.out.clone(),
@@ -451,7 +461,30 @@ fn write_outputs(
         q
     };
     let tmp_out = dir.join("out.gguf.tmp");
-    write_with_metadata(&source, &tmp_out, &entries)?;
+    if settings.prune {
+        let pruned = dir.join("tuned-pruned.gguf");
+        write_pruned_model(&source, &pruned, &settings.mask.skipped_indices())?;
+        let k = tuned.kept_blocks.len();
+        let pruned_info = TunedInfo {
+            block_count: k,
+            kept_blocks: (0..k).collect(),
+            ..tuned.clone()
+        };
+        let mut pruned_entries = pruned_info.entries();
+        pruned_entries.push((
+            format!("{}pruned_from_blocks", super::meta::PREFIX),
+            MetaValue::Str(format!(
+                "{} of {}: {}",
+                k,
+                tuned.block_count,
+                settings.mask.to_skip_list()
+            )),
+        ));
+        pruned_entries.push(entries.last().expect("context length entry").clone());
+        write_with_metadata(&pruned, &tmp_out, &pruned_entries)?;
+    } else {
+        write_with_metadata(&source, &tmp_out, &entries)?;
+    }
     move_file(&tmp_out, &settings.out)?;
     if !settings.also_f32 {
         return Ok(None);
