@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::BadInput;
 use super::progress::Progress;
-use crate::engine::{Model, ModelOptions, WINDOW_QUANTUM};
-use crate::skip::{Depth, Strategy, StrategySpec, plan};
+use crate::engine::{Model, ModelOptions, PrefillPolicy, WINDOW_QUANTUM};
+use crate::skip::{Depth, Plan, PlanSettings, Strategy, StrategySpec, plan};
 use crate::tune::{DataSource, Event, Outcome, Report, TuneSettings, tune};
 
 /// Fine-tune a model so that it works with the blocks a target skips, and write it as GGUF.
@@ -182,10 +182,13 @@ pub fn run(args: TuneArgs) -> Result<()> {
         let n_layer = model.n_layer();
         let spec = match args.strategy {
             Strategy::Calibrated => StrategySpec::Calibrated {
-                masks: super::ppl::load_profile(&path, None)
-                    .map_err(|e| BadInput(format!("--strategy calibrated: {e:#}")))?
-                    .0
-                    .masks(),
+                masks: crate::calibrate::require_profile(
+                    &crate::models::file_sha256(&path)?,
+                    None,
+                    &path,
+                )?
+                .profile
+                .masks(),
             },
             other => StrategySpec::default_for(other).expect("a static strategy"),
         };
@@ -322,30 +325,17 @@ fn print_report(r: &Report) {
 /// recipe it was trained with. `None` for an untuned file, or when skip flags were given.
 pub fn tuned_plan(
     model: &Model,
-    skip: &super::args::SkipArgs,
-) -> Result<
-    Option<(
-        super::args::SkipPlan,
-        crate::engine::PrefillPolicy,
-        crate::tune::TunedInfo,
-    )>,
-> {
+    skip: &crate::flags::SkipArgs,
+) -> Result<Option<(Plan, PrefillPolicy, crate::tune::TunedInfo)>> {
     let Some(info) = crate::tune::read_tuned(model)? else {
         return Ok(None);
     };
     if skip.skip_layers.is_some() || skip.speedup != 1.0 {
         return Ok(None);
     }
-    let mask = info.mask()?;
-    let kept = mask.n_active();
-    let plan = super::args::SkipPlan {
-        spec: StrategySpec::Manual { mask },
-        depth: Depth::Kept(kept.clamp(2, model.n_layer())),
-        n_layer: model.n_layer(),
-        target: info.speedup,
-    };
+    let plan = Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?;
     let prefill = if info.recipe == crate::tune::RECIPE_WHOLE_WINDOW {
-        crate::engine::PrefillPolicy::Masked
+        PrefillPolicy::Masked
     } else {
         skip.prefill
     };

@@ -5,12 +5,17 @@
 
 mod error;
 mod generate;
+// The FFI modules: the only places `unsafe` is allowed (Cargo.toml denies it elsewhere).
+#[allow(unsafe_code)]
 pub mod hook;
 mod kv;
+#[allow(unsafe_code)]
 mod metadata;
 mod model;
+#[allow(unsafe_code)]
 mod prune;
 mod session;
+#[allow(unsafe_code)]
 mod train;
 
 pub use error::{EngineError, Result};

@@ -138,7 +138,7 @@ fn trim_float(x: f64) -> String {
 /// wrapped as bad input (the file is the user's).
 pub fn read_tuned(model: &Model) -> Result<Option<TunedInfo>> {
     TunedInfo::read(model).map_err(|e| {
-        anyhow::Error::new(crate::cli::BadInput(format!(
+        anyhow::Error::new(crate::error::BadInput(format!(
             "the file's uniskip tuning metadata is unusable: {e:#}"
         )))
     })

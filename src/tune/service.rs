@@ -12,11 +12,11 @@ use super::checkpoint::{self, Fingerprint, State};
 use super::data::{self, DataSource};
 use super::eval::{Prefix, Reference};
 use super::meta::TunedInfo;
-use crate::cli::BadInput;
 use crate::engine::{
     MetaValue, Model, ModelOptions, Trainer, TrainerOptions, quantize, write_f32_model,
     write_pruned_model, write_with_metadata,
 };
+use crate::error::BadInput;
 use crate::quality::{Corpus, QualitySummary};
 use crate::skip::Mask;
 
