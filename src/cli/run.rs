@@ -152,8 +152,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     // A tuned file applies its own mask unless skip flags say otherwise.
     let tuned = super::tune::tuned_plan(&model, &args.skip)?;
-    let (plan, prefill) = match &tuned {
-        Some((plan, prefill, _)) => (plan.clone(), *prefill),
+    let plan = match &tuned {
+        Some((plan, _)) => plan.clone(),
         None => {
             let profile = args.skip.calibration_masks(Some(&path), None)?;
             let plan = args.skip.plan_with(
@@ -163,10 +163,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 probe.as_ref().map(|p| &p.cost),
                 profile.as_deref(),
             )?;
-            (plan, args.skip.prefill)
+            plan
         }
     };
-    let tuned = tuned.map(|(_, _, info)| info);
+    let tuned = tuned.map(|(_, info)| info);
+    let prefill = args.skip.prefill;
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
         eprintln!("{w}");

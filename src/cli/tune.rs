@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::BadInput;
 use super::progress::Progress;
-use crate::engine::{Model, ModelOptions, PrefillPolicy, WINDOW_QUANTUM};
+use crate::engine::{Model, ModelOptions, WINDOW_QUANTUM};
 use crate::skip::{Depth, Plan, PlanSettings, Strategy, StrategySpec, plan};
 use crate::tune::{DataSource, Event, Outcome, Report, TuneSettings, tune};
 
@@ -24,9 +24,9 @@ with the mask applied, through llama.cpp's own training API and the same skip ho
 inference, so the model learns to work without the skipped blocks.
 
 Recipe (whole-window, static pruning plus healing): every position of each training
-window runs under the mask and the loss is taken on every position. The tuned file
-therefore runs best with the prompt under the mask too: `uniskip run` reads the file's
-uniskip.* metadata and applies its mask with --prefill masked by default.
+window runs under the mask and the loss is taken on every position. `uniskip run` reads
+the tuned file's uniskip.* metadata and applies its mask when no --speedup or
+--skip-layers is given. --prune writes only the kept blocks, for plain llama.cpp.
 
 Data: by default self-distillation: the base model, at full depth, continues short
 prompts cut from the corpus (Shakespeare unless --corpus), and the tuned model learns to
@@ -321,12 +321,14 @@ fn print_report(r: &Report) {
 }
 
 /// The plan a tuned file asks for when the user gave no skip flags (no `--speedup`, no
-/// `--skip-layers`): its own mask, with the prompt under the mask for the whole-window
-/// recipe it was trained with. `None` for an untuned file, or when skip flags were given.
+/// `--skip-layers`): its own mask. The prompt runs as `--prefill` says (full depth by
+/// default): on held-out text a whole-window-tuned SmolLM2 scored better with the prompt
+/// at full depth than under the mask (docs/TUNE.md). `None` for an untuned file, or when
+/// skip flags were given.
 pub fn tuned_plan(
     model: &Model,
     skip: &crate::flags::SkipArgs,
-) -> Result<Option<(Plan, PrefillPolicy, crate::tune::TunedInfo)>> {
+) -> Result<Option<(Plan, crate::tune::TunedInfo)>> {
     let Some(info) = crate::tune::read_tuned(model)? else {
         return Ok(None);
     };
@@ -334,10 +336,5 @@ pub fn tuned_plan(
         return Ok(None);
     }
     let plan = Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?;
-    let prefill = if info.recipe == crate::tune::RECIPE_WHOLE_WINDOW {
-        PrefillPolicy::Masked
-    } else {
-        skip.prefill
-    };
-    Ok(Some((plan, prefill, info)))
+    Ok(Some((plan, info)))
 }

@@ -4,9 +4,8 @@
 //! Training runs through llama.cpp's own training API ([`crate::engine::Trainer`]) with
 //! the mask set by the same hook as at inference. The recipe is *whole-window*: every
 //! position of a training window runs under the mask and the loss is taken on every
-//! position (static pruning plus healing). The file it writes is therefore meant to run
-//! with the prompt under the mask too (`--prefill masked`, which `run` picks for such a
-//! file), or pruned (`--prune`) for plain llama.cpp.
+//! position (static pruning plus healing). The file it writes runs with the mask from its
+//! metadata (`run` applies it), or pruned (`--prune`) in plain llama.cpp.
 //!
 //! - [`data`]: training windows (self-distillation or corpus) and held-out windows.
 //! - [`eval`]: quality against the base model at full depth.

@@ -199,7 +199,7 @@ fn tune_interrupted_and_resumed_lowers_the_loss_and_the_held_out_kl_and_run_appl
     let active: Vec<usize> = serde_json::from_value(run["active_layers"].clone()).unwrap();
     assert_eq!(active, info.kept_blocks);
     assert_eq!(run["tuned"]["speedup"], 1.5);
-    assert_eq!(run["prefill"], "masked");
+    assert_eq!(run["prefill"], "full");
 }
 
 /// With zero training steps, the exported file (F32 and back to the base file's type)
