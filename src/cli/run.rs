@@ -156,14 +156,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some((plan, _)) => plan.clone(),
         None => {
             let profile = args.skip.calibration_masks(Some(&path), None)?;
-            let plan = args.skip.plan_with(
+            args.skip.plan_with(
                 model.n_layer(),
                 args.max_tokens as usize,
                 u64::from(args.sampling.seed),
                 probe.as_ref().map(|p| &p.cost),
                 profile.as_deref(),
-            )?;
-            plan
+            )?
         }
     };
     let tuned = tuned.map(|(_, info)| info);
