@@ -202,62 +202,74 @@ fn tune_interrupted_and_resumed_lowers_the_loss_and_the_held_out_kl_and_run_appl
     assert_eq!(run["prefill"], "full");
 }
 
-/// With zero training steps, the exported file (F32 and back to the base file's type)
-/// runs at full depth like the source: the same greedy text on a few prompts; the largest
-/// logit difference is printed.
+/// With zero training steps the exports hold the source's weights: the F32 copy at full
+/// depth gives the logits of the source written as F32, and the pruned file (`--prune`:
+/// the kept blocks, quantized back to Q4_1) gives at its full depth the logits of the
+/// source under the mask. Same greedy text on a few prompts; the largest logit difference
+/// is printed.
 #[test]
-fn an_untrained_export_at_full_depth_writes_what_the_source_writes() {
+fn an_untrained_export_writes_what_the_source_writes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("zero.gguf");
     let report = json(
-        &tune_command(&out, &["--train-tokens", "0", "--f32"])
+        &tune_command(&out, &["--train-tokens", "0", "--f32", "--prune"])
             .output()
             .unwrap(),
     );
     assert_eq!(report["losses"].as_array().unwrap().len(), 0);
     let source = load("smollm2");
+    let mask = plan(
+        &StrategySpec::default_for(Strategy::Unified).unwrap(),
+        30,
+        Depth::Ratio(1.5),
+        0,
+    )
+    .unwrap();
     // The F32 export is compared with the source written as F32 directly: F32 weights
     // multiply in full precision where Q4_1 ones round the activations to 8 bits, so the
     // F32 form of the same weights does not give the Q4_1 file's logits.
     let source_f32_path = dir.path().join("source-f32.gguf");
     write_f32_model(&model_path("smollm2"), &source_f32_path, 1).unwrap();
     let source_f32 = uniskip::engine::Model::load(&source_f32_path, &Default::default()).unwrap();
-    let exported = uniskip::engine::Model::load(&out, &Default::default()).unwrap();
+    let pruned = uniskip::engine::Model::load(&out, &Default::default()).unwrap();
+    assert_eq!(pruned.n_layer(), 20);
     let exported_f32 =
         uniskip::engine::Model::load(&dir.path().join("zero.f32.gguf"), &Default::default())
             .unwrap();
-    let full = uniskip::skip::Mask::full(30);
-    for (name, source, model) in [
-        ("quantized", &source, &exported),
-        ("f32", &source_f32, &exported_f32),
+    let full30 = uniskip::skip::Mask::full(30);
+    let full20 = uniskip::skip::Mask::full(20);
+    for (name, source, source_mask, model, model_mask) in [
+        ("pruned Q4_1", &source, &mask, &pruned, &full20),
+        ("f32", &source_f32, &full30, &exported_f32, &full30),
     ] {
         let mut worst = 0f32;
         for prompt in [PROMPT, "The capital of France is", "def fibonacci(n):"] {
             let tokens = source.tokenize(prompt, true).unwrap();
-            let greedy = |m: &uniskip::engine::Model| {
+            let greedy = |m: &uniskip::engine::Model, mask: &uniskip::skip::Mask| {
                 let mut s = m.session(&one_thread()).unwrap();
-                let mut rows = decode_all(&mut s, &tokens, Some(&full));
+                let mut rows = decode_all(&mut s, &tokens, Some(mask));
                 let mut text = Vec::new();
                 let mut last = rows.pop().unwrap();
                 let mut lasts = vec![last.clone()];
                 for _ in 0..12 {
                     let t = argmax(&last);
                     text.push(t.0);
-                    last = step(&mut s, t, Some(&full));
+                    last = step(&mut s, t, Some(mask));
                     lasts.push(last.clone());
                 }
                 (text, lasts)
             };
-            let (a, la) = greedy(source);
-            let (b, lb) = greedy(model);
+            let (a, la) = greedy(source, source_mask);
+            let (b, lb) = greedy(model, model_mask);
             assert_eq!(a, b, "{name}: greedy text differs on {prompt:?}");
             for (x, y) in la.iter().zip(&lb) {
                 worst = worst.max(max_abs_diff(x, y));
             }
         }
         eprintln!("{name} export: largest logit difference from the source {worst:.6}");
-        // The weights are the source's, bit for bit: the logits too.
-        assert!(worst < 1e-4, "{name}: logits differ by {worst}");
+        // The weights are the source's (Q4_1 -> F32 -> Q4_1 reproduces every block), so
+        // the logits agree as closely as the pruned-model oracle's do.
+        assert!(worst < 1e-3, "{name}: logits differ by {worst}");
     }
 }
 
