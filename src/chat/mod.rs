@@ -2,16 +2,16 @@
 //! live: the target speedup, the strategy and the speedup mode change while it runs, and
 //! the screen shows what they cost and gain.
 //!
-//! - [`state`]: what the screen shows, and `update`, which hands key presses to
-//!   [`keys`] (the key table, which the help lists too), typed lines to [`commands`] and
-//!   engine reports to [`events`];
+//! - [`state`]: what the screen shows, and `update`, which hands key presses to [`keys`]
+//!   (the key table, which the help lists too; [`key_actions`] do what it says), typed
+//!   lines to [`commands`] and engine reports to [`events`];
 //! - [`draw`]: state -> widgets; [`layout`]: the geometry both share;
 //! - [`protocol`]: the commands and events between the UI and the engine thread;
 //! - [`worker`]: the engine thread, the only place the model runs; it keeps the
 //!   [`conversation`] and runs the speed [`probes`];
 //! - [`controls`]: the skip settings as the person changes them;
 //! - [`transcript`]: the conversation on disk (JSON Lines), resume, Markdown;
-//! - [`tui`]: the terminal loop; [`line`]: plain line mode when not on a terminal.
+//! - [`tui`]: the terminal loop; [`line`](mod@line): plain line mode when not on a terminal.
 
 pub mod commands;
 pub mod controls;
@@ -19,6 +19,7 @@ pub mod conversation;
 pub mod draw;
 pub mod events;
 pub mod input;
+pub mod key_actions;
 pub mod keys;
 pub mod layout;
 pub mod line;

@@ -1,7 +1,7 @@
-//! The terminal UI loop: owns the terminal (and always gives it back), turns terminal
-//! input and engine events into [`Msg`]s, carries out the [`Effect`]s, draws at a bounded
-//! frame rate. The engine runs on its own thread; nothing here waits on it for longer
-//! than a frame.
+//! The terminal UI loop: owns the terminal (and always gives it back), turns terminal input
+//! and engine events into [`Msg`]s, carries out the [`Effect`](super::state::Effect)s,
+//! draws at a bounded frame rate. The engine runs on its own thread; nothing here waits on
+//! it for longer than a frame.
 
 use std::io::{self, Stdout, Write};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
-//! The engine thread and the handle the UI keeps on it. The thread owns the model's
-//! session and the [`Conversation`], generates replies and streams them back. The UI
-//! thread talks to it through channels only, plus two shared values read before every
-//! decode call: the skip controls and the number of the reply to stop.
+//! The engine thread and the handle the UI keeps on it. The thread owns the model's session
+//! and the conversation ([`super::conversation`]), generates replies and streams them back.
+//! The UI thread talks to it through channels only, plus two shared values read before
+//! every decode call: the skip controls and the number of the reply to stop.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
