@@ -2,6 +2,7 @@
 //!
 //! - [`skip`]: pure planning: masks, strategies, the cost model (no llama.cpp).
 //! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation.
+//! - [`gguf`]: bounds-checked reading of GGUF files before llama.cpp sees them (pure, no llama.cpp).
 //! - [`models`]: the model catalog, and fetching models into the local cache.
 //! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
 //! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
@@ -13,6 +14,7 @@ pub mod calibrate;
 pub mod chat;
 pub mod cli;
 pub mod engine;
+pub mod gguf;
 pub mod models;
 pub mod quality;
 pub mod skip;

@@ -105,7 +105,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 )
             )
             || cause.is::<crate::models::HeaderError>()
-            || cause.is::<crate::models::InvalidModel>()
+            || cause.is::<crate::gguf::InvalidModel>()
             || cause.is::<crate::skip::PlanError>()
             || cause.is::<crate::skip::CostError>()
             || cause.is::<crate::skip::LayerListError>()

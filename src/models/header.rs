@@ -36,7 +36,7 @@ pub enum HeaderError {
 
 /// Reads the header of the GGUF file at `path`.
 ///
-/// The file is first checked by [`validate_file`](super::validate_file): gguf-rs panics or
+/// The file is first checked by [`validate_file`](crate::gguf::validate_file): gguf-rs panics or
 /// allocates without bound on some malformed files, so it only ever sees files whose
 /// structure is known to be sound, and a panic inside it is still caught.
 pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
@@ -45,7 +45,8 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
         path: shown.clone(),
         reason,
     };
-    let summary = super::validate_file(path).map_err(|e| unreadable(e.problem.to_string()))?;
+    let summary =
+        crate::gguf::validate_file(path).map_err(|e| unreadable(e.problem.to_string()))?;
     let file = path
         .to_str()
         .ok_or_else(|| unreadable("the path is not valid UTF-8".into()))?;
