@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(s.data_offset % s.alignment, 0);
             assert!((1..=gguf::MAX_BLOCK_COUNT as usize).contains(&s.block_count));
             assert!(gguf::ARCHITECTURES.contains(&s.architecture.as_str()));
+            // What is kept is bounded by what the file holds.
+            assert_eq!(s.tensors.len() as u64, s.n_tensors);
+            assert!(s.tensors.iter().all(|t| t.shape.len() <= 4 && t.name.len() <= 63));
+            assert!(s.array_elements <= data.len() as u64);
         }
         Err(problem) => {
             let message = problem.to_string();

@@ -104,7 +104,6 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                         | crate::models::ModelError::Missing { .. }
                 )
             )
-            || cause.is::<crate::models::HeaderError>()
             || cause.is::<crate::gguf::InvalidModel>()
             || cause.is::<crate::skip::PlanError>()
             || cause.is::<crate::skip::CostError>()

@@ -7,8 +7,8 @@ use super::parser::{Parser, Where};
 use super::problem::Problem;
 use super::source::Source;
 use super::tables::{
-    DEFAULT_ALIGNMENT, FILE_WINDOW, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_KEY_LEN,
-    MIN_NESTED_ARRAY_BYTES,
+    DEFAULT_ALIGNMENT, FILE_WINDOW, MAX_ARRAY_DEPTH, MAX_ARRAY_ELEMENTS, MAX_ARRAY_LEN,
+    MAX_KEY_LEN, MAX_METADATA_BYTES, MIN_NESTED_ARRAY_BYTES,
 };
 
 /// A metadata value, kept only as far as the checks need it.
@@ -97,6 +97,13 @@ impl<S: Source> Parser<'_, S> {
             };
             let ty = self.u32()?;
             let value = self.value(ty, &key)?;
+            if self.pos > MAX_METADATA_BYTES {
+                return Err(Problem::MetadataTooLarge {
+                    key,
+                    end: self.pos,
+                    limit: MAX_METADATA_BYTES,
+                });
+            }
             kv.insert(key, value);
         }
         Ok(kv)
@@ -169,6 +176,17 @@ impl<S: Source> Parser<'_, S> {
                 limit: MAX_ARRAY_LEN,
             });
         }
+        // Counted before the elements are read: llama.cpp's cost grows with the count.
+        self.array_elements += count; // each count <= MAX_ARRAY_LEN, and the sum stays small
+        if self.array_elements > MAX_ARRAY_ELEMENTS {
+            return Err(Problem::TooManyArrayElements {
+                key: key.into(),
+                count,
+                total: self.array_elements,
+                limit: MAX_ARRAY_ELEMENTS,
+            });
+        }
+        self.nested_arrays |= elem == TYPE_ARRAY;
         match elem {
             TYPE_STRING => {
                 for _ in 0..count {

@@ -19,8 +19,19 @@
 //!   `token_embd.weight`, at least one `blk.<i>.*` tensor for every block, and the full per-block
 //!   tensor set of the architectures verified against real files (`llama`, `gemma3`).
 //!
-//! Tensor data is never read. Memory use is bounded by the header bytes actually present in the
-//! file (keys, tensor names, one 64 KiB read window), never by a count the file claims.
+//! Memory stays bounded on any file, here and in llama.cpp after us:
+//! - tensor data is never read, and metadata values are skipped, not held (the few the checks
+//!   need are read, at most 256 bytes each); what is kept (keys, tensor infos, one 64 KiB read
+//!   window) grows with bytes really present in the file, never with a count the file claims;
+//! - limits of our own, far above real models, refuse a file by name before llama.cpp, whose
+//!   cost grows with counts, would load it: at most 65,536 metadata entries and tensors,
+//!   4,194,304 metadata array elements and 64 MiB of metadata (see `tables`).
+//!
+//! This is the only GGUF parser on uniskip's run-time path. The `gguf-rs` crate is kept as a
+//! second, independent parser for tests only (`tests/differential.rs`): it holds every
+//! metadata array element as a JSON value (about 63 bytes each) and panics on tensor type 40,
+//! and everything uniskip needs from a header (architecture, name, block count) is in
+//! [`Summary`] already, read within the bounds above.
 //!
 //! The module is pure and self-contained (std and `thiserror` only, nothing else of uniskip) so
 //! that the fuzz crate in `fuzz/` can include it by path without building llama.cpp. Files:
@@ -43,6 +54,7 @@ use std::path::Path;
 
 pub use problem::{InvalidModel, Problem};
 pub use tables::{ARCHITECTURES, MAX_BLOCK_COUNT, type_layout};
+pub use tensors::TensorInfo;
 
 use parser::parse;
 use problem::{io_problem, open_problem};
@@ -72,6 +84,12 @@ pub struct Summary {
     pub data_offset: u64,
     /// Size of the file (or buffer) in bytes.
     pub file_size: u64,
+    /// The tensor infos, in file order.
+    pub tensors: Vec<TensorInfo>,
+    /// Elements of all metadata arrays, nested ones included.
+    pub array_elements: u64,
+    /// Whether some metadata array holds arrays.
+    pub nested_arrays: bool,
 }
 /// Validates the GGUF file at `path` without loading its tensor data.
 ///

@@ -4,7 +4,10 @@
 use super::Summary;
 use super::problem::{Problem, shown};
 use super::source::Source;
-use super::tables::{ABSURD, MAX_SHOWN_VALUE, MAX_STRING_LEN, MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
+use super::tables::{
+    ABSURD, MAX_KV_COUNT, MAX_SHOWN_VALUE, MAX_STRING_LEN, MAX_TENSOR_COUNT, MIN_KV_BYTES,
+    MIN_TENSOR_INFO_BYTES,
+};
 
 /// Validates a GGUF file of `len` bytes read through `src`: the structure in file order
 /// (magic, header, metadata, tensor infos, data layout), then the content llama.cpp needs.
@@ -17,6 +20,8 @@ pub(super) fn parse<S: Source>(src: &mut S, len: u64) -> Result<Summary, Problem
         pos: 0,
         len,
         at: Where::Magic,
+        array_elements: 0,
+        nested_arrays: false,
     };
     p.magic()?;
     let (version, n_tensors, n_kv) = p.header()?;
@@ -28,6 +33,9 @@ pub(super) fn parse<S: Source>(src: &mut S, len: u64) -> Result<Summary, Problem
     tensors.check_layout(data_offset, alignment, len)?;
     let content = super::content::check(&mut p, &kv, &tensors.names)?;
     Ok(Summary {
+        tensors: tensors.list,
+        array_elements: p.array_elements,
+        nested_arrays: p.nested_arrays,
         version,
         architecture: content.architecture,
         name: content.name,
@@ -97,6 +105,10 @@ pub(super) struct Parser<'s, S: Source> {
     pub(super) pos: u64,
     pub(super) len: u64,
     pub(super) at: Where,
+    /// Elements of the metadata arrays read so far, nested ones included.
+    pub(super) array_elements: u64,
+    /// Whether a metadata array holds arrays.
+    pub(super) nested_arrays: bool,
 }
 
 impl<S: Source> Parser<'_, S> {
@@ -289,6 +301,19 @@ impl<S: Source> Parser<'_, S> {
         if need > self.remaining() {
             self.at = Where::Sections { n_kv, n_tensors };
             return Err(self.truncated(need));
+        }
+        for (count, unit, limit) in [
+            (n_kv, "metadata entries", MAX_KV_COUNT),
+            (n_tensors, "tensor infos", MAX_TENSOR_COUNT),
+        ] {
+            if count > limit {
+                return Err(Problem::OverLimit {
+                    what: "the header".into(),
+                    count,
+                    unit,
+                    limit,
+                });
+            }
         }
         Ok((version, n_tensors, n_kv))
     }

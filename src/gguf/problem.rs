@@ -106,7 +106,8 @@ pub enum Problem {
         /// Bytes left after the length.
         remaining: u64,
     },
-    /// A count or length above a fixed limit (of llama.cpp or of the GGUF specification).
+    /// A count or length above a fixed limit (of llama.cpp, of the GGUF specification, or one of
+    /// uniskip's own that keep memory bounded).
     #[error("{what} claims {count} {unit}, more than the limit of {limit}")]
     OverLimit {
         /// Where the count is.
@@ -115,6 +116,34 @@ pub enum Problem {
         count: u64,
         /// What is counted.
         unit: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// The metadata arrays hold more elements, all together, than uniskip accepts.
+    #[error(
+        "metadata key `{}` holds an array of {count} elements, which brings the metadata's arrays to {total} elements, more than the limit of {limit}",
+        shown(.key)
+    )]
+    TooManyArrayElements {
+        /// The key whose array crosses the limit.
+        key: String,
+        /// Elements of that array (nested ones included).
+        count: u64,
+        /// Elements of all arrays so far, this one included.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The metadata section is larger than uniskip accepts.
+    #[error(
+        "metadata key `{}` ends {end} bytes into the file, past the limit of {limit} bytes of metadata",
+        shown(.key)
+    )]
+    MetadataTooLarge {
+        /// The key whose value crosses the limit.
+        key: String,
+        /// Where its value ends (an absolute file offset).
+        end: u64,
         /// The limit.
         limit: u64,
     },

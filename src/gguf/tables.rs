@@ -197,6 +197,25 @@ pub(super) const MAX_SHOWN_VALUE: u64 = 256;
 /// Read window of [`validate_file`](super::validate_file): the header is read in pieces of this size.
 pub(super) const FILE_WINDOW: usize = 64 * 1024;
 
+// ---- limits of our own, so that memory stays bounded on any file ------------------------
+//
+// The format and llama.cpp allow far more than real models need, and llama.cpp's cost grows
+// with counts, not only with bytes: it keeps every metadata entry and tensor info in structures
+// of a few hundred bytes each, and when it loads a model it formats every metadata array as
+// text (`gguf_kv_to_str`, several bytes per element, copied more than once). Real models stay
+// far below these limits (Gemma 3 270M: 33 keys, 236 tensors, 786,436 array elements in 6.5 MB
+// of metadata; SmolLM2: 33 keys, 272 tensors, 147,205 elements in 1.8 MB); a file above one is
+// refused, by name.
+
+/// At most this many metadata entries.
+pub(super) const MAX_KV_COUNT: u64 = 1 << 16;
+/// At most this many tensors.
+pub(super) const MAX_TENSOR_COUNT: u64 = 1 << 16;
+/// At most this many elements in all metadata arrays together (nested ones included).
+pub(super) const MAX_ARRAY_ELEMENTS: u64 = 1 << 22;
+/// At most this many bytes of metadata (from the start of the file to the tensor infos).
+pub(super) const MAX_METADATA_BYTES: u64 = 64 << 20;
+
 /// Smallest possible metadata entry: key length (8), a 1-byte key, value type (4), 1-byte value.
 pub(super) const MIN_KV_BYTES: u64 = 14;
 /// Smallest possible tensor info: name length (8), `n_dims` (4), type (4), offset (8).

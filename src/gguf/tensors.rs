@@ -8,18 +8,24 @@ use super::problem::Problem;
 use super::source::Source;
 use super::tables::{MAX_DIMS, MAX_TENSOR_NAME_LEN, type_layout};
 
-/// One tensor info, as far as the layout check needs it.
-pub(super) struct TensorInfo {
-    name: String,
+/// One tensor, as its info in the file describes it (its data is not read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The name, such as `blk.0.attn_q.weight` (valid UTF-8, at most 63 bytes, no NUL).
+    pub name: String,
+    /// The dimensions, innermost first (`ne[0]` of ggml), one per dimension in the file.
+    pub shape: Vec<u64>,
+    /// The ggml type id (see [`type_layout`]).
+    pub ggml_type: u32,
     /// Start of its data, relative to the data section.
-    offset: u64,
+    pub offset: u64,
     /// Bytes of its data.
-    size: u64,
+    pub size: u64,
 }
 
 /// The tensor infos of a file, in file order, and their names.
 pub(super) struct Tensors {
-    list: Vec<TensorInfo>,
+    pub(super) list: Vec<TensorInfo>,
     /// Every name, for the content checks.
     pub(super) names: HashSet<String>,
 }
@@ -114,7 +120,13 @@ impl<S: Source> Parser<'_, S> {
             .filter(|&s| s <= i64::MAX as u64)
             .ok_or_else(|| overflow(&name))?;
         let offset = self.u64()?;
-        Ok(TensorInfo { name, offset, size })
+        Ok(TensorInfo {
+            name,
+            shape: shape[..n_dims as usize].to_vec(),
+            ggml_type: type_id,
+            offset,
+            size,
+        })
     }
 }
 impl Tensors {

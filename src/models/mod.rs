@@ -12,7 +12,6 @@
 
 mod archive;
 mod catalog;
-mod header;
 mod pip;
 mod verify;
 
@@ -25,7 +24,6 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use catalog::{Catalog, Entry, Format, Kind, Package};
-pub use header::{Header, HeaderError, read_header};
 
 use archive::{HashWriter, copy_member, extract_dir, sha256_file};
 use verify::{verify_file, write_stamp};

@@ -2,6 +2,7 @@
 
 mod content;
 mod files;
+mod limits;
 mod robustness;
 mod structure;
 mod tables;
