@@ -1,6 +1,7 @@
 //! Unit tests of the GGUF validator: helpers that build small files, and the cases by area.
 
 mod content;
+mod differential;
 mod files;
 mod limits;
 mod robustness;
