@@ -53,7 +53,10 @@ use std::fs::File;
 use std::path::Path;
 
 pub use problem::{InvalidModel, Problem};
-pub use tables::{ARCHITECTURES, MAX_BLOCK_COUNT, type_layout};
+pub use tables::{
+    ARCHITECTURES, MAX_ARRAY_ELEMENTS, MAX_BLOCK_COUNT, MAX_KV_COUNT, MAX_METADATA_BYTES,
+    MAX_TENSOR_COUNT, type_layout,
+};
 pub use tensors::TensorInfo;
 
 use parser::parse;

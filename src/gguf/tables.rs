@@ -208,13 +208,13 @@ pub(super) const FILE_WINDOW: usize = 64 * 1024;
 // refused, by name.
 
 /// At most this many metadata entries.
-pub(super) const MAX_KV_COUNT: u64 = 1 << 16;
+pub const MAX_KV_COUNT: u64 = 1 << 16;
 /// At most this many tensors.
-pub(super) const MAX_TENSOR_COUNT: u64 = 1 << 16;
+pub const MAX_TENSOR_COUNT: u64 = 1 << 16;
 /// At most this many elements in all metadata arrays together (nested ones included).
-pub(super) const MAX_ARRAY_ELEMENTS: u64 = 1 << 22;
+pub const MAX_ARRAY_ELEMENTS: u64 = 1 << 22;
 /// At most this many bytes of metadata (from the start of the file to the tensor infos).
-pub(super) const MAX_METADATA_BYTES: u64 = 64 << 20;
+pub const MAX_METADATA_BYTES: u64 = 64 << 20;
 
 /// Smallest possible metadata entry: key length (8), a 1-byte key, value type (4), 1-byte value.
 pub(super) const MIN_KV_BYTES: u64 = 14;
