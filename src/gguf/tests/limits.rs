@@ -2,7 +2,6 @@
 //! files pass. Also the figures a valid file's summary reports.
 
 use super::*;
-use crate::gguf::tables::{MAX_ARRAY_ELEMENTS, MAX_KV_COUNT, MAX_METADATA_BYTES, MAX_TENSOR_COUNT};
 
 /// An array value of `count` elements of GGUF type `elem` (fixed size `size`), all zero.
 fn zero_array(elem: u32, size: usize, count: u64) -> Vec<u8> {
