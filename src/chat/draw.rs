@@ -156,7 +156,7 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
     }
 
     // Target and achieved speedups, on one scale.
-    let target = state.controls.target;
+    let target = state.controls.target();
     let achieved = state.achieved();
     let scale = [4.0, target.ceil(), achieved.unwrap_or(1.0).ceil()]
         .into_iter()
@@ -186,17 +186,17 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
             Span::styled("·", dim)
         });
     }
-    if state.controls.spec.depends_on_step() {
+    if state.controls.plan().spec().depends_on_step() {
         map.push(Span::styled(format!(" step {}", state.step), dim));
     }
 
     // Settings and what keeping the cache exact has cost.
     let c = &state.controls;
     let mut settings = vec![
-        Span::styled(c.spec.strategy().name(), value),
+        Span::styled(c.strategy().name(), value),
         Span::styled(" · speedup ", dim),
         Span::styled(
-            match c.mode {
+            match c.mode() {
                 SpeedupMode::Layers => "by blocks".to_owned(),
                 SpeedupMode::Measured => format!("measured (max {:.2}x)", c.max_target()),
             },

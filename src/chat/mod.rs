@@ -25,10 +25,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::bench::probe;
-use crate::cli::BadInput;
-use crate::cli::args::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::engine::Model;
+use crate::error::BadInput;
+use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::measure::probe;
 use crate::skip::SpeedupMode;
 use controls::SkipControls;
 use state::{Effect, Msg, State, update};
@@ -51,6 +51,7 @@ Examples:
 )]
 pub struct ChatArgs {
     /// Which model, threads, context size.
+    /// The model and how to run it.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Most tokens per reply.
@@ -58,9 +59,11 @@ pub struct ChatArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens: u32,
     /// The skip settings to start with.
+    /// Which blocks to skip.
     #[command(flatten)]
     pub skip: SkipArgs,
     /// Sampling settings.
+    /// How tokens are drawn.
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// System prompt to start with (`/system TEXT` changes it later).
@@ -115,7 +118,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
                  (a few seconds; cached for next time)..."
             );
             let mut session = model.session(&context)?;
-            let prompt = model.tokenize(crate::cli::PROBE_PROMPT, true)?;
+            let prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
             let (p, from_cache) =
                 probe::cached_or_measure(&path, &mut session, &prompt, context.threads)?;
             Some((p, !from_cache))
@@ -128,19 +131,15 @@ pub fn run(args: ChatArgs) -> Result<()> {
         cost: cost_probe,
     };
     let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
-    let plan = args
-        .skip
-        .plan_with(model.n_layer(), max_tokens, seed, cost.as_ref(), None)?;
-    let controls = SkipControls {
-        n_layer: model.n_layer(),
-        target: plan.target(),
-        spec: plan.spec.clone(),
-        mode: args.skip.speedup_mode,
-        prefill: args.skip.prefill,
-        cost,
-        planned_len: max_tokens,
+    let profile = args.skip.calibration_masks(Some(&path), None)?;
+    let plan = args.skip.plan_with(
+        model.n_layer(),
+        max_tokens,
         seed,
-    };
+        cost.as_ref(),
+        profile.as_deref(),
+    )?;
+    let controls = SkipControls::new(plan, args.skip.prefill);
 
     let system = args.system.clone().or(loaded.system.clone());
     let mut writer = match &resume_path {

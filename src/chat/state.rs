@@ -510,7 +510,7 @@ fn nudge(state: &mut State, steps: i32) -> Vec<Effect> {
 
 fn toggle_mode(state: &mut State) -> Vec<Effect> {
     let mut c = state.controls.clone();
-    if c.mode == SpeedupMode::Layers && c.cost.is_none() {
+    if c.mode() == SpeedupMode::Layers && c.cost().is_none() {
         if state.measured_pending {
             return Vec::new();
         }
@@ -665,7 +665,7 @@ fn on_engine(state: &mut State, event: Event) -> Vec<Effect> {
         Event::Cost(cost) => {
             state.probing = false;
             let mut c = state.controls.clone();
-            c.cost = Some(cost);
+            c.set_cost(cost);
             if std::mem::take(&mut state.measured_pending) {
                 state.flash = None;
                 if let Err(e) = c.toggle_mode() {
@@ -921,11 +921,11 @@ mod tests {
         let mut s = state();
         assert!(s.mask.is_full());
         let effects = update(&mut s, ctrl(KeyCode::Right));
-        assert_eq!(s.controls.target, 1.25);
+        assert_eq!(s.controls.target(), 1.25);
         assert_eq!(s.mask.n_active(), 24);
         assert_eq!(effects, [Effect::Controls(s.controls.clone())]);
         update(&mut s, key(KeyCode::Char('+')));
-        assert_eq!(s.controls.target, 1.5);
+        assert_eq!(s.controls.target(), 1.5);
         assert_eq!(s.mask.n_active(), 20);
         update(&mut s, key(KeyCode::Char('-')));
         update(&mut s, ctrl(KeyCode::Left));
@@ -937,7 +937,7 @@ mod tests {
         let mut s = state();
         typed(&mut s, "2+2-1");
         assert_eq!(s.input.text(), "2+2-1");
-        assert_eq!(s.controls.target, 1.0);
+        assert_eq!(s.controls.target(), 1.0);
     }
 
     #[test]
@@ -957,13 +957,13 @@ mod tests {
         update(&mut s, key(KeyCode::Char('+')));
         update(&mut s, key(KeyCode::Char('+')));
         update(&mut s, key(KeyCode::Tab));
-        assert_eq!(s.controls.spec.strategy(), Strategy::EarlyExit);
+        assert_eq!(s.controls.strategy(), Strategy::EarlyExit);
         assert_eq!(s.mask.active_indices(), (0..20).collect::<Vec<_>>());
         update(
             &mut s,
             Msg::Key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT)),
         );
-        assert_eq!(s.controls.spec.strategy(), Strategy::Unified);
+        assert_eq!(s.controls.strategy(), Strategy::Unified);
     }
 
     #[test]
@@ -999,15 +999,15 @@ mod tests {
         let mut s = state();
         let effects = update(&mut s, ctrl(KeyCode::Char('t')));
         assert_eq!(effects, [Effect::Engine(Command::Probe)]);
-        assert_eq!(s.controls.mode, SpeedupMode::Layers);
+        assert_eq!(s.controls.mode(), SpeedupMode::Layers);
         let cost = CostModel {
             a_s: 0.003,
             b_s: 0.0001,
         };
         update(&mut s, Msg::Engine(Event::Cost(cost)));
-        assert_eq!(s.controls.mode, SpeedupMode::Measured);
+        assert_eq!(s.controls.mode(), SpeedupMode::Measured);
         update(&mut s, ctrl(KeyCode::Char('t')));
-        assert_eq!(s.controls.mode, SpeedupMode::Layers);
+        assert_eq!(s.controls.mode(), SpeedupMode::Layers);
     }
 
     #[test]
@@ -1084,17 +1084,17 @@ mod tests {
     fn commands_change_settings_and_are_not_sent_to_the_model() {
         let mut s = state();
         let effects = submit(&mut s, "/speedup 1.5");
-        assert_eq!(s.controls.target, 1.5);
+        assert_eq!(s.controls.target(), 1.5);
         assert_eq!(effects, [Effect::Controls(s.controls.clone())]);
         submit(&mut s, "/strategy early-exit");
-        assert_eq!(s.controls.spec.strategy(), Strategy::EarlyExit);
+        assert_eq!(s.controls.strategy(), Strategy::EarlyExit);
         let effects = submit(&mut s, "/system Be brief.");
         assert_eq!(
             effects,
             [Effect::Engine(Command::SetSystem(Some("Be brief.".into())))]
         );
         submit(&mut s, "/speedup 99");
-        assert_eq!(s.controls.target, 1.5, "an unreachable target is refused");
+        assert_eq!(s.controls.target(), 1.5, "an unreachable target is refused");
         assert!(matches!(s.entries.last(), Some(Entry::Notice(n)) if n.contains("out of range")));
         assert!(!s.entries.iter().any(|e| matches!(e, Entry::User(_))));
     }

@@ -17,12 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::controls::SkipControls;
 use super::transcript::{self, Record, TranscriptWriter};
-use crate::bench::probe::{self, Probe};
-use crate::bench::speed::{median, time_decode};
 use crate::engine::{
     ChatMessage, ContextOptions, LlamaToken, Model, Request, Sampling, Session, StopReason,
     generate,
 };
+use crate::measure::probe::{self, Probe};
+use crate::measure::speed::{median, time_decode};
 use crate::skip::{CostModel, Mask};
 
 /// The engine thread's name (the panic hook leaves its panics to the engine's own report).
@@ -643,9 +643,9 @@ impl Conversation {
             n_layer: model.n_layer(),
             kept_min: kept_min.min(kept_max),
             kept_max,
-            target: last_controls.target,
-            strategy: last_controls.spec.strategy().name().into(),
-            mode: last_controls.mode.name().into(),
+            target: last_controls.target(),
+            strategy: last_controls.strategy().name().into(),
+            mode: last_controls.mode().name().into(),
         };
         self.messages.push(ChatMessage {
             role: "assistant".into(),
@@ -700,7 +700,7 @@ pub fn continuation_text(system: Option<&str>, messages: &[ChatMessage]) -> Stri
 fn quick_probe(session: &mut Session<'_>, shared: &Shared, interrupted: &mut dyn FnMut() -> bool) {
     shared.send(Event::Probing);
     let model = session.model();
-    let prompt = match model.tokenize(crate::cli::PROBE_PROMPT, true) {
+    let prompt = match model.tokenize(crate::measure::PROBE_PROMPT, true) {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => return shared.send(Event::ProbeFailed("the probe prompt is empty".into())),
         Err(e) => return shared.send(Event::ProbeFailed(e.to_string())),
@@ -731,7 +731,7 @@ fn cost_probe(session: &mut Session<'_>, setup: &EngineSetup, shared: &Shared) {
     shared.send(Event::Probing);
     let model = session.model();
     let result = model
-        .tokenize(crate::cli::PROBE_PROMPT, true)
+        .tokenize(crate::measure::PROBE_PROMPT, true)
         .and_then(|prompt| {
             probe::cached_or_measure(&setup.model_path, session, &prompt, setup.context.threads)
         });

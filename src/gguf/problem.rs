@@ -17,6 +17,13 @@ pub struct InvalidModel {
     pub problem: Problem,
 }
 
+impl InvalidModel {
+    /// Always the input's fault (exit code 2): the file is not a model llama.cpp can load.
+    pub fn is_user_error(&self) -> bool {
+        true
+    }
+}
+
 /// What is wrong with a model file. Each message is one line; text taken from the file is
 /// escaped and shortened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
