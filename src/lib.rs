@@ -2,6 +2,7 @@
 //!
 //! - [`skip`]: pure planning: masks, strategies, the cost model (no llama.cpp).
 //! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation.
+//! - [`gguf`]: bounds-checked reading of GGUF files before llama.cpp sees them (pure, no llama.cpp).
 //! - [`models`]: the model catalog, and fetching models into the local cache.
 //! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
 //! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod flags;
+pub mod gguf;
 pub mod measure;
 pub mod models;
 pub mod quality;
