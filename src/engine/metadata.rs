@@ -32,7 +32,7 @@ pub fn write_with_metadata(src: &Path, dst: &Path, entries: &[(String, MetaValue
         path: src.to_path_buf(),
         reason,
     };
-    crate::models::validate_file(src)?;
+    crate::gguf::validate_file(src)?;
     let to_c = |s: &str| CString::new(s).map_err(|_| fail(format!("`{s}` contains a NUL byte")));
     let path_c = |p: &Path| {
         p.to_str()

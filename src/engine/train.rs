@@ -121,7 +121,7 @@ pub fn write_f32_model(src: &Path, dst: &Path, threads: i32) -> Result<()> {
 /// Writes `src` at `dst` quantized to llama.cpp file type `ftype` (the `general.file_type`
 /// numbering; 0 = all F32), with llama.cpp's own choice of per-tensor types.
 pub fn quantize(src: &Path, dst: &Path, ftype: i32, threads: i32) -> Result<()> {
-    crate::models::validate_file(src)?;
+    crate::gguf::validate_file(src)?;
     let (src_c, dst_c) = (c_path(src)?, c_path(dst)?);
     super::model::ensure_backend()?;
     // SAFETY: default params from llama.cpp, then plain fields set; the C strings outlive
@@ -148,7 +148,7 @@ impl Trainer {
     pub fn load(path: &Path, options: &TrainerOptions) -> Result<Trainer> {
         let _ = super::hook::revision();
         super::model::ensure_backend()?;
-        crate::models::validate_file(path)?;
+        crate::gguf::validate_file(path)?;
         if options.window == 0 || !options.window.is_multiple_of(WINDOW_QUANTUM) {
             return Err(EngineError::Context(format!(
                 "a training window must be a positive multiple of {WINDOW_QUANTUM} tokens, not {}",
