@@ -5,11 +5,13 @@
 //! - [`speed`]: prefill and decode speed, interleaved rounds, medians.
 //! - quality comes from [`crate::quality`] (teacher-forced, against full depth).
 //! - [`report`]: the JSON record and the Markdown tables; [`svg`]: the charts.
+//! - [`lossless`]: lossless decoding against plain full depth, per prompt.
 //! - [`machine`]: where (when: [`crate::utc`]).
 //! - [`probe`]: the decode cost per block, for measured mode; [`soak`]: the long run with
 //!   its replay oracle.
 
 pub mod grid;
+pub mod lossless;
 pub mod machine;
 pub mod probe;
 pub mod report;

@@ -588,6 +588,7 @@ impl Conversation {
                 prefill: start_controls.prefill,
                 sampling: &setup.sampling,
                 interrupt: Some(&stop_asked),
+                lossless: None,
             },
             &mut |step| {
                 // Read the latest settings before every decode call: a change made while

@@ -2,7 +2,9 @@
 
 pub mod args;
 pub mod bench;
+pub mod bench_lossless;
 pub mod calibrate;
+pub mod lossless_args;
 pub mod plan;
 pub mod ppl;
 pub mod progress;

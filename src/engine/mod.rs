@@ -10,6 +10,7 @@ mod kv;
 mod model;
 mod prune;
 mod session;
+pub mod speculative;
 
 pub use error::{EngineError, Result};
 pub use generate::{
@@ -20,3 +21,4 @@ pub use llama_cpp_2::token::LlamaToken;
 pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHITECTURES};
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
+pub use speculative::{Drafter, Lossless, SpeculationStats};

@@ -1,7 +1,5 @@
 //! Gemma 3 (sliding-window attention, 18 blocks, no chat template) under a mask.
 
-use crate::common;
-
 use crate::common::*;
 use uniskip::engine::{PrefillPolicy, Request, Sampling, generate};
 use uniskip::skip::{Depth, StrategySpec, plan};
@@ -28,6 +26,7 @@ fn gemma3_generates_under_a_unified_mask_and_the_mask_changes_its_output() {
                 prefill: PrefillPolicy::Full,
                 sampling: &sampling,
                 interrupt: None,
+                lossless: None,
             },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),

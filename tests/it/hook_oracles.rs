@@ -1,7 +1,5 @@
 //! The skip hook against oracles that cannot lie (DESIGN.md section 5), on SmolLM2.
 
-use crate::common;
-
 use crate::common::*;
 use uniskip::engine::{EngineError, Model, ModelOptions, write_pruned_model};
 use uniskip::skip::Mask;
@@ -215,6 +213,7 @@ fn four_sequences_decoded_together_give_each_ones_greedy_tokens_alone() {
                 prefill: PrefillPolicy::Full,
                 sampling: &sampling,
                 interrupt: None,
+                lossless: None,
             },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),

@@ -2,8 +2,6 @@
 //! keeps what it read, and the next generation of the same prompt picks up from there
 //! with exactly the output of one that was never interrupted.
 
-use crate::common;
-
 use std::cell::Cell;
 use std::ops::ControlFlow;
 
@@ -36,6 +34,7 @@ fn run(
             prefill: PrefillPolicy::Full,
             sampling: &Sampling::greedy(),
             interrupt,
+            lossless: None,
         },
         &mut |_| mask.clone(),
         &mut |_| ControlFlow::Continue(()),

@@ -2,8 +2,6 @@
 //! picks. How well the prediction matches a fresh measurement is printed (a benchmark
 //! check on a shared machine, not an assertion).
 
-use crate::common;
-
 use crate::common::*;
 use uniskip::bench::{probe, speed};
 use uniskip::skip::{Depth, StrategySpec, plan};
