@@ -2,7 +2,7 @@
 //! mode and the prefill policy. Changed by keys and commands on the UI thread, read by the
 //! engine thread before every decode call.
 
-use crate::engine::PrefillPolicy;
+use crate::engine::{Drafter, PrefillPolicy};
 use crate::skip::{CostModel, Depth, Mask, SpeedupMode, Strategy, StrategySpec, plan};
 
 /// The strategies the strategy key cycles through, in order. `manual` is not among them:
@@ -39,6 +39,13 @@ pub struct SkipControls {
     pub planned_len: usize,
     /// The random strategy's seed.
     pub seed: u64,
+    /// Lossless decoding: the mask drafts, full depth verifies (`None`: off). Kept when
+    /// off, so that toggling it back on restores the drafter.
+    pub lossless: Option<Drafter>,
+    /// The drafter lossless decoding uses when toggled on.
+    pub drafter: Drafter,
+    /// Most tokens drafted per round.
+    pub draft_max: usize,
 }
 
 impl SkipControls {
@@ -50,6 +57,30 @@ impl SkipControls {
         self.mode
             .depth(self.target, self.n_layer, self.cost.as_ref())
             .map_err(|e| e.to_string())
+    }
+
+    /// Turns lossless decoding on or off.
+    pub fn toggle_lossless(&mut self) {
+        self.lossless = match self.lossless {
+            Some(_) => None,
+            None => Some(self.drafter),
+        };
+    }
+
+    /// The mask lossless decoding drafts under at step `step`: the settings' mask, or a 2x
+    /// unified mask when they keep every block (drafting at full depth gains nothing).
+    pub fn draft_mask(&self, step: usize) -> Mask {
+        let mask = self.mask(step);
+        if !mask.is_full() {
+            return mask;
+        }
+        plan(
+            &StrategySpec::Unified,
+            self.n_layer,
+            Depth::Ratio(crate::cli::lossless_args::DEFAULT_DRAFT_SPEEDUP),
+            step,
+        )
+        .unwrap_or(mask)
     }
 
     /// The mask of decode step `step` (0-based within a reply). Falls back to full depth
@@ -184,6 +215,9 @@ impl SkipControls {
             cost: None,
             planned_len: 64,
             seed: 0,
+            lossless: None,
+            drafter: Drafter::MaskLookup,
+            draft_max: 8,
         }
     }
 }

@@ -12,6 +12,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("Tab Shift+Tab", "next / previous skipping strategy"),
     ("Ctrl+T", "target counts blocks / measured time"),
+    (
+        "Ctrl+O",
+        "lossless decoding on / off (drafts checked by full depth)",
+    ),
     ("Ctrl+C", "stop the reply; on an empty input, quit"),
     ("Ctrl+D, Esc q", "quit"),
     ("F1, ?", "this help (? on an empty input)"),
@@ -28,5 +32,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "/strategy NAME",
         "unified early-exit skipdecode block random",
     ),
+    ("/lossless", "lossless decoding on / off, like Ctrl+O"),
     ("/help /quit", "this help; quit"),
 ];

@@ -63,6 +63,8 @@ pub struct ChatArgs {
     /// Sampling settings.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub lossless: crate::cli::lossless_args::LosslessArgs,
     /// System prompt to start with (`/system TEXT` changes it later).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
@@ -140,7 +142,16 @@ pub fn run(args: ChatArgs) -> Result<()> {
         cost,
         planned_len: max_tokens,
         seed,
+        lossless: args.lossless.drafter()?,
+        drafter: args.lossless.drafter.unwrap_or_default(),
+        draft_max: args.lossless.draft_max as usize,
     };
+    if args.lossless.draft_model.is_some() {
+        return Err(crate::cli::BadInput(
+            "chat drafts with the mask and lookup only: leave out --draft-model".into(),
+        )
+        .into());
+    }
 
     let system = args.system.clone().or(loaded.system.clone());
     let mut writer = match &resume_path {

@@ -435,6 +435,7 @@ fn on_key(state: &mut State, key: KeyEvent) -> Vec<Effect> {
             return state.set_controls(c);
         }
         KeyCode::Char('t') if ctrl => return toggle_mode(state),
+        KeyCode::Char('o') if ctrl => return toggle_lossless(state),
         KeyCode::Char('l') if ctrl => return vec![Effect::Redraw],
         KeyCode::PageUp => {
             let page = state.page_height().saturating_sub(1).max(1);
@@ -505,6 +506,20 @@ fn nudge(state: &mut State, steps: i32) -> Vec<Effect> {
         });
         return Vec::new();
     }
+    state.set_controls(c)
+}
+
+/// Lossless decoding on or off, from the next reply.
+fn toggle_lossless(state: &mut State) -> Vec<Effect> {
+    let mut c = state.controls.clone();
+    c.toggle_lossless();
+    state.flash = Some(match c.lossless {
+        Some(d) => format!(
+            "lossless on ({} drafts, full depth verifies) from the next reply",
+            d.name()
+        ),
+        None => "lossless off from the next reply".into(),
+    });
     state.set_controls(c)
 }
 
@@ -629,6 +644,7 @@ fn run_command(state: &mut State, command: &str) -> Vec<Effect> {
                 }
             }
         }
+        "lossless" => toggle_lossless(state),
         "help" => {
             state.help = true;
             Vec::new()
@@ -639,7 +655,7 @@ fn run_command(state: &mut State, command: &str) -> Vec<Effect> {
         }
         other => {
             state.notice(format!(
-                "unknown command /{other}: try /reset /save /system /speedup /strategy /help \
+                "unknown command /{other}: try /reset /save /system /speedup /strategy /lossless /help \
                  /quit (start with // to send a message beginning with /)"
             ));
             Vec::new()
@@ -806,6 +822,7 @@ mod tests {
             target: 30.0 / kept as f64,
             strategy: "unified".into(),
             mode: "layers".into(),
+            lossless_acceptance: None,
         }
     }
 

@@ -291,6 +291,7 @@ mod tests {
             target: 1.5,
             strategy: "unified".into(),
             mode: "layers".into(),
+            lossless_acceptance: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let mut w = TranscriptWriter::create(dir.path(), &start()).unwrap();

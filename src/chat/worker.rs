@@ -114,6 +114,9 @@ pub struct ReplyStats {
     pub strategy: String,
     /// The speedup mode at the end of the reply.
     pub mode: String,
+    /// Lossless decoding: the share of drafted tokens full depth kept (absent when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless_acceptance: Option<f64>,
 }
 
 impl ReplyStats {
@@ -146,6 +149,9 @@ impl ReplyStats {
             "{} tok · {:.1} tok/s · {blocks} · target {:.2}x {}",
             self.tokens, self.decode_tok_s, self.target, self.strategy
         );
+        if let Some(a) = self.lossless_acceptance {
+            s.push_str(&format!(" · lossless, {:.0}% of drafts kept", 100.0 * a));
+        }
         if self.mode != "layers" {
             s.push_str(&format!(" ({})", self.mode));
         }
@@ -588,13 +594,23 @@ impl Conversation {
                 prefill: start_controls.prefill,
                 sampling: &setup.sampling,
                 interrupt: Some(&stop_asked),
-                lossless: None,
+                lossless: start_controls
+                    .lossless
+                    .map(|drafter| crate::engine::Lossless {
+                        drafter,
+                        draft_max: start_controls.draft_max,
+                        draft_model: None,
+                    }),
             },
             &mut |step| {
                 // Read the latest settings before every decode call: a change made while
                 // the reply streams applies from the next token.
                 last_controls = shared.controls();
-                let mask = last_controls.mask(step);
+                let mask = if start_controls.lossless.is_some() {
+                    last_controls.draft_mask(step)
+                } else {
+                    last_controls.mask(step)
+                };
                 kept_min = kept_min.min(mask.n_active());
                 kept_max = kept_max.max(mask.n_active());
                 if last_mask.as_ref() != Some(&mask) {
@@ -647,6 +663,7 @@ impl Conversation {
             target: last_controls.target,
             strategy: last_controls.spec.strategy().name().into(),
             mode: last_controls.mode.name().into(),
+            lossless_acceptance: generation.speculation.as_ref().map(|s| s.acceptance_rate()),
         };
         self.messages.push(ChatMessage {
             role: "assistant".into(),
@@ -820,6 +837,7 @@ mod tests {
             target: 1.5,
             strategy: "unified".into(),
             mode: "layers".into(),
+            lossless_acceptance: None,
         };
         assert_eq!(
             stats.summary(),

@@ -4,8 +4,12 @@
 //! Tolerance: verification computes logits in batches of up to (draft length + 1) tokens
 //! per sequence, where plain decoding computes one token at a time; llama.cpp's results
 //! can differ between batch shapes by float rounding, which could flip a near-tie. The
-//! shapes here stay small (drafts of at most 4-8 tokens, at most 3 sequences, caches far
-//! below 256 cells), where no flip has been seen, and the comparisons are exact.
+//! shapes here stay small (drafts of at most 4-6 tokens, at most 3 sequences, caches far
+//! below 256 cells). SmolLM2's logits are bit-identical across them, and its comparisons
+//! are exact everywhere. Gemma 3's move by up to 0.65 between shapes, so its outputs may
+//! part from full depth's only at a position where full depth's two best logits are closer
+//! than [`GEMMA3_NEAR_TIE`]; a difference anywhere else fails, and so does a run where
+//! fewer than half the tokens came before such a parting.
 
 use std::ops::ControlFlow;
 
@@ -18,6 +22,10 @@ use uniskip::skip::{Depth, Mask, StrategySpec, plan};
 /// A copy-heavy prompt: the continuation repeats material from the prompt.
 const LIST_PROMPT: &str = "Fruits: apple, banana, cherry, grape, lemon, mango, orange, peach, pear, plum. \
 Again, the same fruits: apple, banana, cherry,";
+
+/// Gap between full depth's two best logits under which Gemma 3 may choose either token
+/// in a batch of another shape.
+const GEMMA3_NEAR_TIE: f32 = 0.5;
 
 /// Prompts for plain continuation (no chat template needed).
 const PLAIN_PROMPTS: [&str; 3] = [
@@ -71,19 +79,83 @@ fn lossless(drafter: Drafter, draft_max: usize) -> Option<Lossless<'static>> {
     })
 }
 
+/// Full depth's margin at each token of `reference` (the greedy full-depth continuation
+/// of `prompt`): how far its logit is above the best other one, decoded one token at a
+/// time as plain generation does.
+fn margins(model: &Model, prompt: &[LlamaToken], reference: &[LlamaToken]) -> Vec<f32> {
+    let full = Mask::full(model.n_layer());
+    let mut session = model.session(&ctx(1)).unwrap();
+    session
+        .prefill(0, &prompt[..prompt.len() - 1], None)
+        .unwrap();
+    let mut last = *prompt.last().unwrap();
+    let mut out = Vec::new();
+    for &want in reference {
+        let logits = step(&mut session, last, Some(&full));
+        let second = logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != want.0 as usize)
+            .map(|(_, &x)| x)
+            .fold(f32::NEG_INFINITY, f32::max);
+        out.push(logits[want.0 as usize] - second);
+        last = want;
+    }
+    out
+}
+
+/// Asserts that `got` equals `want`, except that it may part from it at a near-tie: a
+/// position where full depth's margin is below `tolerance` (past that point the two
+/// texts continue different contexts). Returns how many tokens were equal.
+fn assert_same(
+    got: &[LlamaToken],
+    want: &[LlamaToken],
+    margins: &[f32],
+    tolerance: f32,
+    what: &str,
+) -> usize {
+    match got.iter().zip(want).position(|(a, b)| a != b) {
+        None => {
+            assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+            want.len()
+        }
+        Some(j) => {
+            assert!(
+                margins[j] < tolerance,
+                "{what}: lossless output differs from full depth at token {j}, where full \
+                 depth's margin is {:.3} (not a near-tie below {tolerance})\n got {got:?}\nwant {want:?}",
+                margins[j]
+            );
+            j
+        }
+    }
+}
+
 /// Greedy lossless output of every drafter equals plain full depth's, one sequence at a
-/// time and all together.
-fn greedy_equals_full_depth(model: &Model, prompts: &[Vec<LlamaToken>], draft_ratio: f64) {
+/// time and all together; with a `tolerance` above 0, they may part at a near-tie closer
+/// than that (in logits).
+fn greedy_equals_full_depth(
+    model: &Model,
+    prompts: &[Vec<LlamaToken>],
+    draft_ratio: f64,
+    tolerance: f32,
+) {
     let greedy = Sampling::greedy();
     let full = Mask::full(model.n_layer());
-    let drafting = unified(model, draft_ratio);
     let reference: Vec<Vec<LlamaToken>> = prompts
         .iter()
         .map(|p| run(model, std::slice::from_ref(p), 40, &greedy, &full, None).tokens[0].clone())
         .collect();
+    let margins: Vec<Vec<f32>> = prompts
+        .iter()
+        .zip(&reference)
+        .map(|(p, r)| margins(model, p, r))
+        .collect();
+    let (mut equal, mut total) = (0, 0);
+    let drafting = unified(model, draft_ratio);
     for drafter in [Drafter::Mask, Drafter::Lookup, Drafter::MaskLookup] {
         let mut drafted = 0;
-        for (p, want) in prompts.iter().zip(&reference) {
+        for ((p, want), m) in prompts.iter().zip(&reference).zip(&margins) {
             let got = run(
                 model,
                 std::slice::from_ref(p),
@@ -92,11 +164,13 @@ fn greedy_equals_full_depth(model: &Model, prompts: &[Vec<LlamaToken>], draft_ra
                 &drafting,
                 lossless(drafter, 6),
             );
-            assert_eq!(
+            total += want.len();
+            equal += assert_same(
                 &got.tokens[0],
                 want,
-                "{drafter:?}: lossless output differs from full depth on {:?}",
-                text_of(model, p)
+                m,
+                tolerance,
+                &format!("{drafter:?} on {:?}", text_of(model, p)),
             );
             drafted += got.speculation.unwrap().draft_tokens;
         }
@@ -105,14 +179,23 @@ fn greedy_equals_full_depth(model: &Model, prompts: &[Vec<LlamaToken>], draft_ra
             "{drafter:?} never drafted: nothing was checked"
         );
         let together = run(model, prompts, 40, &greedy, &drafting, lossless(drafter, 4));
-        assert_eq!(
-            together.tokens,
-            reference,
-            "{drafter:?}: batch of {} differs from full depth",
-            prompts.len()
-        );
+        for ((got, want), m) in together.tokens.iter().zip(&reference).zip(&margins) {
+            total += want.len();
+            equal += assert_same(
+                got,
+                want,
+                m,
+                tolerance,
+                &format!("{drafter:?}, batch of {}", prompts.len()),
+            );
+        }
         assert!(together.speculation.unwrap().draft_tokens > 0);
     }
+    eprintln!("{equal} of {total} tokens equal to full depth's before any near-tie parting");
+    assert!(
+        equal * 2 >= total,
+        "only {equal} of {total} tokens came before a near-tie: too few exact comparisons"
+    );
 }
 
 fn text_of(model: &Model, tokens: &[LlamaToken]) -> String {
@@ -139,14 +222,18 @@ fn smollm2_greedy_lossless_output_equals_full_depth_for_every_drafter() {
         }])
         .unwrap();
     prompts.push(model.tokenize(&chat, true).unwrap());
-    greedy_equals_full_depth(&model, &prompts, 1.5);
+    // SmolLM2's logits are bit-identical across these batch shapes: exact everywhere.
+    greedy_equals_full_depth(&model, &prompts, 1.5, 0.0);
 }
 
 #[test]
 fn gemma3_greedy_lossless_output_equals_full_depth_for_every_drafter() {
     let model = load("gemma3");
     let prompts = tokenize_all(&model, &PLAIN_PROMPTS);
-    greedy_equals_full_depth(&model, &prompts, 1.5);
+    // Gemma 3's logits move by up to 0.65 between batch shapes (measured: one token at a
+    // time against 16 in one batch), about 0.13 in the gap between the two best; a gap
+    // under 0.5 counts as a near-tie.
+    greedy_equals_full_depth(&model, &prompts, 1.5, GEMMA3_NEAR_TIE);
 }
 
 #[test]
