@@ -3,10 +3,11 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::BadInput;
-use super::args::{ModelArgs, SkipArgs, SkipPlan};
 use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
 use crate::engine::{Drafter, Lossless, Model};
+use crate::error::BadInput;
+use crate::flags::{ModelArgs, SkipArgs};
+use crate::skip::Plan;
 
 /// Target speedup of the mask drafter when `--lossless` is given without `--speedup`: the
 /// mask must skip something to draft cheaply.
@@ -94,11 +95,11 @@ impl LosslessArgs {
 /// same strategy.
 pub fn drafting_plan(
     skip: &SkipArgs,
-    plan: SkipPlan,
+    plan: Plan,
     n_layer: usize,
     planned_len: usize,
     seed: u64,
-) -> Result<SkipPlan> {
+) -> Result<Plan> {
     if !plan.mask(0).is_full() {
         return Ok(plan);
     }

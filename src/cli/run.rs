@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::BadInput;
-use super::args::{ModelArgs, SamplingArgs, SkipArgs};
 use super::lossless_args::{LosslessArgs, drafting_plan};
-use crate::bench::probe::{self, Probe};
 use crate::engine::{ChatMessage, Model, Request, StopReason, generate};
+use crate::error::BadInput;
+use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::measure::probe::{self, Probe};
 use crate::skip::SpeedupMode;
 
 /// One line on what the probe measured and what it means.
@@ -41,6 +41,7 @@ pub fn describe_probe(probe: &Probe, n_layer: usize, from_cache: bool) -> String
   uniskip run -f prompt.txt --batch 8 --speedup 2
   uniskip run --chat -p 'Repeat this list: ...' --lossless --drafter lookup")]
 pub struct RunArgs {
+    /// The model and how to run it.
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt text.
@@ -59,6 +60,7 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "max-tokens", value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens: u32,
+    /// Which blocks to skip.
     #[command(flatten)]
     pub skip: SkipArgs,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -67,8 +69,10 @@ pub struct RunArgs {
     /// Generate N sequences from the prompt together, under one mask (seeds differ).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub batch: u32,
+    /// How tokens are drawn.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Lossless decoding.
     #[command(flatten)]
     pub lossless: LosslessArgs,
     /// Never stop at end of text: decode exactly -n tokens (for measurements).
@@ -145,7 +149,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut session = model.session(&args.model.context_options(n_seq))?;
     let probe = if args.skip.speedup_mode == SpeedupMode::Measured {
         let threads = args.model.context_options(1).threads;
-        let probe_prompt = model.tokenize(super::PROBE_PROMPT, true)?;
+        let probe_prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
         let (probe, from_cache) =
             probe::cached_or_measure(&path, &mut session, &probe_prompt, threads)?;
         session.clear();
@@ -156,12 +160,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let profile = args.skip.calibration_masks(Some(&path), None)?;
     let mut plan = args.skip.plan_with(
         model.n_layer(),
         args.max_tokens as usize,
         u64::from(args.sampling.seed),
         probe.as_ref().map(|p| &p.cost),
-        None,
+        profile.as_deref(),
     )?;
     let draft_model = args.lossless.load_draft_model(&args.model)?;
     let lossless = args
@@ -216,7 +221,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             lossless,
         },
         &mut |step| {
-            let m = plan.mask(step);
+            let m = plan.mask(step).clone();
             active_per_step.push(m.n_active());
             if masks_used.last() != Some(&m) {
                 masks_used.push(m.clone());
@@ -242,7 +247,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "model_path": path,
             "architecture": model.architecture(),
             "n_layer": model.n_layer(),
-            "strategy": plan.spec.strategy().name(),
+            "strategy": plan.spec().strategy().name(),
             "speedup_target": plan.target(),
             "speedup_by_layers": model.n_layer() as f64 / mean_active,
             "active_layers": active,
@@ -298,10 +303,10 @@ pub fn run(args: RunArgs) -> Result<()> {
                     ""
                 }
             )
-        } else if plan.spec.depends_on_step() {
+        } else if plan.spec().depends_on_step() {
             format!(
                 "{} schedule, {} blocks at step 0",
-                plan.spec.strategy().name(),
+                plan.spec().strategy().name(),
                 first.n_active()
             )
         } else {
@@ -310,7 +315,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         eprintln!(
             "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {}",
             plan.target(),
-            plan.spec.strategy().name(),
+            plan.spec().strategy().name(),
             generation.prompt_tokens,
             generation.prefill_tokens_per_s(),
             generation.generated_tokens,

@@ -5,9 +5,12 @@
 
 mod error;
 mod generate;
+// The FFI modules: the only places `unsafe` is allowed (Cargo.toml denies it elsewhere).
+#[allow(unsafe_code)]
 pub mod hook;
 mod kv;
 mod model;
+#[allow(unsafe_code)]
 mod prune;
 mod session;
 pub mod speculative;
