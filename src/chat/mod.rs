@@ -2,18 +2,29 @@
 //! live: the target speedup, the strategy and the speedup mode change while it runs, and
 //! the screen shows what they cost and gain.
 //!
-//! - [`state`]: what the screen shows, and `update` (events -> state);
+//! - [`state`]: what the screen shows, and `update`, which hands key presses to [`keys`]
+//!   (the key table, which the help lists too; [`key_actions`] do what it says), typed
+//!   lines to [`commands`] and engine reports to [`events`];
 //! - [`draw`]: state -> widgets; [`layout`]: the geometry both share;
-//! - [`worker`]: the engine thread, the only place the model runs;
+//! - [`protocol`]: the commands and events between the UI and the engine thread;
+//! - [`worker`]: the engine thread, the only place the model runs; it keeps the
+//!   [`conversation`] and runs the speed [`probes`];
+//! - [`controls`]: the skip settings as the person changes them;
 //! - [`transcript`]: the conversation on disk (JSON Lines), resume, Markdown;
-//! - [`tui`]: the terminal loop; [`line`]: plain line mode when not on a terminal.
+//! - [`tui`]: the terminal loop; [`line`](mod@line): plain line mode when not on a terminal.
 
+pub mod commands;
 pub mod controls;
+pub mod conversation;
 pub mod draw;
+pub mod events;
 pub mod input;
+pub mod key_actions;
 pub mod keys;
 pub mod layout;
 pub mod line;
+pub mod probes;
+pub mod protocol;
 pub mod state;
 pub mod transcript;
 pub mod tui;
@@ -31,9 +42,11 @@ use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::measure::probe;
 use crate::skip::SpeedupMode;
 use controls::SkipControls;
+use probes::StartProbe;
+use protocol::ModelFacts;
 use state::{Effect, Msg, State, update};
 use transcript::{Record, TranscriptWriter};
-use worker::{Engine, EngineSetup, ModelInfo, StartProbe};
+use worker::{Worker, WorkerSetup};
 
 /// Chat with a model in the terminal, changing the skip settings as it runs.
 #[derive(Debug, Args)]
@@ -104,7 +117,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
     args.model.check_context(&model)?;
-    let info = ModelInfo::of(&model);
+    let info = ModelFacts::of(&model);
     let max_tokens = args.max_tokens as usize;
     let seed = u64::from(args.sampling.seed);
     let context = args.model.context_options(1);
@@ -176,7 +189,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if let Some(w) = model.unverified_warning() {
         state.notice(w);
     }
-    let setup = EngineSetup {
+    let setup = WorkerSetup {
         context,
         sampling,
         max_tokens,
@@ -186,27 +199,27 @@ pub fn run(args: ChatArgs) -> Result<()> {
         system,
         messages: loaded.messages.into_iter().map(|(m, _)| m).collect(),
     };
-    let engine = Engine::spawn(model, setup, controls, Some(writer))
+    let worker = Worker::spawn(model, setup, controls, Some(writer))
         .context("starting the engine thread")?;
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        tui::run(state, engine, !args.no_mouse)
+        tui::run(state, worker, !args.no_mouse)
     } else {
-        line::run(state, engine)
+        line::run(state, worker)
     }
 }
 
 /// Carries out `effects`; returns whether the screen must be cleared and redrawn.
-fn apply(state: &mut State, engine: &Engine, effects: Vec<Effect>) -> bool {
+fn apply(state: &mut State, worker: &Worker, effects: Vec<Effect>) -> bool {
     let mut redraw = false;
     for effect in effects {
         match effect {
-            Effect::Engine(command) => engine.send(command),
-            Effect::StopReply => engine.stop_reply(),
-            Effect::Controls(controls) => engine.set_controls(controls),
+            Effect::Engine(command) => worker.send(command),
+            Effect::StopReply => worker.stop_reply(),
+            Effect::Controls(controls) => worker.set_controls(controls),
             Effect::Save { path, markdown } => {
                 let result = std::fs::write(&path, markdown).map_err(|e| e.to_string());
                 let more = update(state, Msg::Saved(path, result));
-                redraw |= apply(state, engine, more);
+                redraw |= apply(state, worker, more);
             }
             Effect::Redraw => redraw = true,
         }
