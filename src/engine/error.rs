@@ -10,7 +10,7 @@ pub enum EngineError {
     Backend(String),
     /// The file is not a model llama.cpp can safely load (checked before it sees it).
     #[error(transparent)]
-    InvalidModel(#[from] crate::models::InvalidModel),
+    InvalidModel(#[from] crate::gguf::InvalidModel),
     /// The model file could not be loaded.
     #[error("cannot load model {path}: {reason}")]
     Load {

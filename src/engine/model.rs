@@ -94,7 +94,7 @@ impl Model {
         let backend = backend()?;
         // llama.cpp aborts or allocates without bound on some malformed files: check the
         // structure ourselves first, so a bad file is one clear error.
-        crate::models::validate_file(path)?;
+        crate::gguf::validate_file(path)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
         let model =
             LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {

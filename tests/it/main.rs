@@ -4,6 +4,7 @@
 mod common;
 
 mod bench_cli;
+mod bounded_memory;
 mod calibrate;
 mod chat;
 mod cli;
