@@ -11,8 +11,9 @@
 //!   [`measure`] (decode timing and the cost-model probe), [`models`] (the catalog and
 //!   fetching models into the local cache), [`tune`] (skip-aware fine-tuning, and the
 //!   metadata of tuned files), [`utc`] (the clock reports write).
-//! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation; the
-//!   only code that talks to llama.cpp and the only `unsafe`.
+//! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation (with
+//!   lossless decoding: drafts checked by full depth, [`engine::speculative`]); the only
+//!   code that talks to llama.cpp and the only `unsafe`.
 //! - Pure: [`skip`] (masks, strategies, the plan of a run, the cost model) and [`gguf`]
 //!   (bounds-checked reading of GGUF files before llama.cpp sees them).
 

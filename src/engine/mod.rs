@@ -15,6 +15,7 @@ mod model;
 #[allow(unsafe_code)]
 mod prune;
 mod session;
+pub mod speculative;
 #[allow(unsafe_code)]
 mod train;
 
@@ -28,4 +29,5 @@ pub use metadata::{MetaValue, write_with_metadata};
 pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHITECTURES};
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
+pub use speculative::{Drafter, Lossless, SpeculationStats};
 pub use train::{Trainer, TrainerOptions, WINDOW_QUANTUM, quantize, write_f32_model};

@@ -128,7 +128,7 @@ pub enum Problem {
     },
     /// The metadata arrays hold more elements, all together, than uniskip accepts.
     #[error(
-        "metadata key `{}` holds an array of {count} elements, which brings the metadata's arrays to {total} elements, more than the limit of {limit}",
+        "metadata key `{}` holds an array of {count} elements, which brings the metadata's arrays to {total} elements in all, more than the limit of {limit}",
         shown(.key)
     )]
     TooManyArrayElements {

@@ -101,6 +101,7 @@ fn distill(
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: seed.wrapping_add((b * DISTILL_BATCH) as u32),
+            ignore_eos: false,
         };
         let request = Request {
             prompts: batch,
@@ -108,6 +109,7 @@ fn distill(
             prefill: PrefillPolicy::Full,
             sampling: &sampling,
             interrupt: None,
+            lossless: None,
         };
         let generation = generate(&mut session, &request, &mut |_| full.clone(), &mut |_| {
             ControlFlow::Continue(())

@@ -12,6 +12,7 @@ mod gemma3;
 mod hook_oracles;
 mod hostile_input;
 mod interrupt;
+mod lossless;
 mod measured_mode;
 mod quality;
 mod soak;
