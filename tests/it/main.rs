@@ -13,4 +13,5 @@ mod hostile_input;
 mod interrupt;
 mod measured_mode;
 mod quality;
+mod setup_check;
 mod soak;
