@@ -22,7 +22,8 @@ build: setup
 setup:
     bash scripts/setup.sh
 
-# Fetch the default model, the test models and the text corpus into the cache.
+# Fetch the default model, the test models, the text corpus and Gemma 3's original
+# tokenizer.json (for `uniskip check`) into the cache.
 model: build
     ./target/release/uniskip fetch all
 

@@ -5,6 +5,7 @@
 //! - [`models`]: the model catalog, and fetching models into the local cache.
 //! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
 //! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
+//! - [`tokcheck`]: llama.cpp's tokenizer checked against the model's original one.
 //! - [`bench`](mod@bench): speed and quality of every strategy, side by side.
 //! - [`utc`]: the clock as reports, profiles and file names write it.
 
@@ -16,4 +17,5 @@ pub mod engine;
 pub mod models;
 pub mod quality;
 pub mod skip;
+pub mod tokcheck;
 pub mod utc;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Ppl(args) => uniskip::cli::ppl::run(args),
         Command::Calibrate(args) => uniskip::cli::calibrate::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
+        Command::Check(args) => uniskip::cli::check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

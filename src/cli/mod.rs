@@ -3,6 +3,7 @@
 pub mod args;
 pub mod bench;
 pub mod calibrate;
+pub mod check;
 pub mod plan;
 pub mod ppl;
 pub mod progress;
@@ -46,12 +47,15 @@ pub enum Command {
     Soak(soak::SoakArgs),
     /// Download a catalog model (or all) into the local cache.
     Fetch(FetchArgs),
+    /// Compare llama.cpp's tokenizer with the model's original tokenizer.json.
+    Check(check::CheckArgs),
 }
 
 /// `uniskip fetch`.
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Catalog names (smollm2, gemma3, shakespeare) or `all`; default: smollm2.
+    /// Catalog names (smollm2, gemma3, shakespeare, gemma3-tokenizer) or `all`; default:
+    /// smollm2.
     pub names: Vec<String>,
     /// List the catalog and what is cached instead.
     #[arg(long)]

@@ -138,6 +138,11 @@ impl Model {
         &self.name
     }
 
+    /// A string value of the GGUF metadata (`tokenizer.ggml.pre`, ...), if the key is there.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.model.meta_val_str(key).ok()
+    }
+
     /// The vocabulary size (length of a logits row).
     pub fn n_vocab(&self) -> usize {
         self.model.n_vocab() as usize

@@ -15,3 +15,4 @@ mod measured_mode;
 mod quality;
 mod setup_check;
 mod soak;
+mod tokcheck;
