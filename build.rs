@@ -34,6 +34,11 @@ fn main() {
     let ffi = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("ffi");
     println!("cargo:rerun-if-changed=ffi");
     println!("cargo:rerun-if-env-changed=GGML_UNISKIP_REV");
+    // With cpu-variants llama.cpp is a set of shared libraries, which llama-cpp-sys-2 puts
+    // beside the binaries (target/release, and deps/ for the tests): find them there.
+    if env::var_os("CARGO_FEATURE_CPU_VARIANTS").is_some() {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN");
+    }
     let rev = ffi_revision(&ffi);
     match env::var("GGML_UNISKIP_REV") {
         Ok(stamp) if stamp == rev => {}

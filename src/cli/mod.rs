@@ -7,6 +7,7 @@ pub mod check;
 pub mod plan;
 pub mod ppl;
 pub mod progress;
+pub mod rpc_server;
 pub mod run;
 pub mod soak;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Compare llama.cpp's tokenizer with the model's original tokenizer.json.
     Check(check::CheckArgs),
+    /// Serve this machine's CPU to `--rpc` clients (trusted networks only).
+    RpcServer(rpc_server::RpcServerArgs),
 }
 
 /// `uniskip fetch`.
@@ -124,6 +127,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                         | EngineError::NoHook(_)
                         | EngineError::Tokenize(_)
                         | EngineError::Template(_)
+                        | EngineError::Rpc(_)
                 )
             )
     });

@@ -242,6 +242,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             "prefill_tokens_per_s": generation.prefill_tokens_per_s(),
             "decode_tokens_per_s": generation.decode_tokens_per_s(),
             "kv_repair_tokens": generation.repair_tokens,
+            "cpu_variant": crate::engine::cpu::variant(),
+            "rpc_split": model.rpc_split(),
         });
         writeln!(stdout, "{value}")?;
     } else {
@@ -262,7 +264,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             format!("{}/{} blocks active", first.n_active(), model.n_layer())
         };
         eprintln!(
-            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {}",
+            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {} | cpu {}{}",
             plan.target(),
             plan.spec.strategy().name(),
             generation.prompt_tokens,
@@ -271,6 +273,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             generation.decode_tokens_per_s(),
             generation.repair_tokens,
             describe_stop(generation.stop[0], session.n_ctx()),
+            crate::engine::cpu::variant(),
+            if model.rpc_devices().is_empty() {
+                String::new()
+            } else {
+                format!(" | rpc {}", model.rpc_split().join("; "))
+            },
         );
     }
     Ok(())

@@ -3,12 +3,14 @@
 //! Data flows one way: text -> tokens ([`Model::tokenize`]) -> [`Session::decode`] under a
 //! mask -> logits -> sampler -> streamed text ([`generate`]).
 
+pub mod cpu;
 mod error;
 mod generate;
 pub mod hook;
 mod kv;
 mod model;
 mod prune;
+pub mod rpc;
 mod session;
 
 pub use error::{EngineError, Result};

@@ -13,6 +13,7 @@ mod hostile_input;
 mod interrupt;
 mod measured_mode;
 mod quality;
+mod rpc;
 mod setup_check;
 mod soak;
 mod tokcheck;

@@ -1,6 +1,5 @@
 //! Shared set-up of the integration tests: real models from the local cache.
 
-
 use std::path::PathBuf;
 
 use uniskip::engine::{BatchToken, ContextOptions, LlamaToken, Model, ModelOptions, Session};
