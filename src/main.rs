@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             // One line: the error and its causes.
             let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
             eprintln!("error: {}", causes.join(": "));
-            ExitCode::from(uniskip::cli::exit_code(&e))
+            ExitCode::from(uniskip::error::exit_code(&e))
         }
     }
 }

@@ -1,9 +1,7 @@
 //! The rows of a benchmark: full depth, then every strategy at every target, each planned
 //! for the model or marked impossible with the planner's reason.
 
-use crate::skip::{BlockPlacement, Depth, Mask, Strategy, StrategySpec, plan};
-
-use super::speed::Schedule;
+use crate::skip::{Mask, Plan, PlanSettings, Strategy};
 
 /// What a row runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,13 +11,8 @@ pub enum RowKind {
     /// Full depth with the hook unset (llama.cpp's own path): speed only, to show that the
     /// hook costs nothing.
     Unset,
-    /// A strategy at a depth.
-    Planned {
-        /// The strategy and its parameters (SkipDecode's length is set per use).
-        spec: StrategySpec,
-        /// The target.
-        depth: Depth,
-    },
+    /// A strategy at a target (SkipDecode's ramp length is set per use).
+    Planned(PlanSettings),
 }
 
 /// One row of the grid.
@@ -39,46 +32,32 @@ impl Row {
         self.kind.is_ok()
     }
 
-    /// The masks for `generated` generated tokens: `masks[s]` for decode step `s`
-    /// (`0..generated`; step 0 is the prefill's, unused with a full prefill). SkipDecode's
-    /// ramp spans the generated tokens. `None` for the hook-unset and impossible rows.
-    pub fn masks(&self, n_layer: usize, generated: usize) -> Option<Vec<Mask>> {
+    /// The plan for `generated` generated tokens (SkipDecode's ramp spans them). `None`
+    /// for the hook-unset and impossible rows.
+    pub fn plan(&self, n_layer: usize, generated: usize) -> Option<Plan> {
         match self.kind.as_ref().ok()? {
             RowKind::Unset => None,
-            RowKind::Full => Some(vec![Mask::full(n_layer); generated]),
-            RowKind::Planned { spec, depth } => {
-                let spec = with_planned_len(spec, generated);
-                (0..generated)
-                    .map(|s| plan(&spec, n_layer, *depth, s).ok())
-                    .collect()
+            RowKind::Full => Some(Plan::full(n_layer)),
+            RowKind::Planned(settings) => {
+                let settings = PlanSettings {
+                    planned_len: generated.max(1),
+                    ..settings.clone()
+                };
+                Plan::new(settings, n_layer).ok()
             }
         }
     }
 
-    /// The speed schedule for decoding `steps` tokens (after the prefill's token).
-    pub fn schedule(&self, n_layer: usize, steps: usize) -> Option<Schedule> {
-        match self.kind.as_ref().ok()? {
-            RowKind::Unset => Some(Schedule::Unset),
-            RowKind::Full => Some(Schedule::Fixed(Mask::full(n_layer))),
-            RowKind::Planned { spec, .. } if spec.depends_on_step() => {
-                Some(Schedule::Steps(self.masks(n_layer, steps + 1)?))
-            }
-            RowKind::Planned { .. } => Some(Schedule::Fixed(self.masks(n_layer, 1)?.remove(0))),
-        }
+    /// The masks for `generated` generated tokens: `masks[s]` for decode step `s`
+    /// (`0..generated`; step 0 is the prefill's, unused with a full prefill).
+    pub fn masks(&self, n_layer: usize, generated: usize) -> Option<Vec<Mask>> {
+        let plan = self.plan(n_layer, generated)?;
+        Some((0..generated).map(|s| plan.mask(s).clone()).collect())
     }
 
     /// Whether the masks change from step to step.
     pub fn varies(&self) -> bool {
-        matches!(&self.kind, Ok(RowKind::Planned { spec, .. }) if spec.depends_on_step())
-    }
-}
-
-fn with_planned_len(spec: &StrategySpec, planned_len: usize) -> StrategySpec {
-    match spec {
-        StrategySpec::SkipDecode { .. } => StrategySpec::SkipDecode {
-            planned_len: planned_len.max(1),
-        },
-        other => other.clone(),
+        matches!(&self.kind, Ok(RowKind::Planned(s)) if s.strategy == Strategy::SkipDecode)
     }
 }
 
@@ -108,21 +87,18 @@ pub fn build(
     }
     for &strategy in strategies {
         for &target in targets {
-            let depth = Depth::Ratio(target);
-            let spec = match strategy {
-                Strategy::Calibrated => calibrated
-                    .clone()
-                    .map(|masks| StrategySpec::Calibrated { masks }),
-                Strategy::Block => Ok(StrategySpec::Block {
-                    placement: BlockPlacement::Deepest,
+            let settings = match strategy {
+                Strategy::Calibrated => calibrated.clone().map(|masks| PlanSettings {
+                    profile: Some(masks),
+                    ..PlanSettings::new(strategy, target)
                 }),
-                other => StrategySpec::default_for(other)
-                    .ok_or_else(|| format!("{other} needs a mask: use --skip-layers")),
+                Strategy::Manual => Err(format!("{strategy} needs a mask: use --skip-layers")),
+                _ => Ok(PlanSettings::new(strategy, target)),
             };
-            let kind = spec.and_then(|spec| {
+            let kind = settings.and_then(|settings| {
                 // Planned once here so an impossible target is reported with its reason.
-                plan(&with_planned_len(&spec, 1), n_layer, depth, 0)
-                    .map(|_| RowKind::Planned { spec, depth })
+                Plan::new(settings.clone(), n_layer)
+                    .map(|_| RowKind::Planned(settings))
                     .map_err(|e| e.to_string())
             });
             rows.push(Row {
@@ -136,10 +112,7 @@ pub fn build(
         rows.push(Row {
             strategy: format!("manual {label}"),
             target: None,
-            kind: Ok(RowKind::Planned {
-                spec: StrategySpec::Manual { mask: mask.clone() },
-                depth: Depth::Kept(mask.n_active().clamp(2, n_layer)),
-            }),
+            kind: Ok(RowKind::Planned(PlanSettings::manual(mask.clone()))),
         });
     }
     rows
@@ -196,13 +169,9 @@ mod tests {
         let mean = masks.iter().map(|m| m.n_active() as f64).sum::<f64>() / 33.0;
         assert!((mean - 15.0).abs() < 0.1, "{mean}");
         assert!(masks.windows(2).all(|w| w[1].n_active() <= w[0].n_active()));
-        match rows[2].schedule(30, 8).unwrap() {
-            Schedule::Fixed(m) => assert_eq!(m.n_active(), 15),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            rows[0].schedule(30, 8),
-            Some(Schedule::Fixed(Mask::full(30)))
-        );
+        let unified = rows[2].plan(30, 8).unwrap();
+        assert!(!unified.varies());
+        assert_eq!(unified.mask(0).n_active(), 15);
+        assert_eq!(rows[0].plan(30, 8), Some(Plan::full(30)));
     }
 }

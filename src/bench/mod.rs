@@ -2,19 +2,17 @@
 //! run on the running machine.
 //!
 //! - [`grid`]: the rows (full depth, each strategy at each target; impossible ones kept).
-//! - [`speed`]: prefill and decode speed, interleaved rounds, medians.
+//! - speed comes from [`crate::measure::speed`] (interleaved rounds, medians).
 //! - quality comes from [`crate::quality`] (teacher-forced, against full depth).
 //! - [`report`]: the JSON record and the Markdown tables; [`svg`]: the charts.
 //! - [`machine`]: where (when: [`crate::utc`]).
-//! - [`probe`]: the decode cost per block, for measured mode; [`soak`]: the long run with
-//!   its replay oracle.
+//! - [`soak`]: the long run with its replay oracle.
 
 pub mod grid;
 pub mod machine;
-pub mod probe;
 pub mod report;
+pub mod run;
 pub mod soak;
-pub mod speed;
 pub mod svg;
 
 use std::time::Instant;
@@ -22,10 +20,11 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::engine::{ContextOptions, LlamaToken, Model, Session};
+use crate::measure::speed::{self, Config};
 use crate::quality::{QualityAccumulator, WindowShape};
+use crate::skip::Plan;
 use grid::{Row, RowKind};
 use report::{Phases, RowReport, SpeedCell, Stat};
-use speed::Config;
 
 /// The quality half of a benchmark: evaluation windows and how they are cut.
 pub struct QualityPlan {
@@ -134,14 +133,16 @@ impl Bench<'_> {
             let mut configs = Vec::new();
             let mut owner = Vec::new();
             for (i, row) in self.rows.iter().enumerate() {
-                let Some(schedule) = row.schedule(n_layer, s.decode_tokens) else {
+                // The plan spans the prefill's token and every decode step.
+                let plan = row.plan(n_layer, s.decode_tokens + 1);
+                if plan.is_none() && !matches!(row.kind, Ok(RowKind::Unset)) {
                     continue;
-                };
+                }
                 for &b in &s.batches {
                     configs.push(Config {
                         label: format!("{} batch {b}", reports[i].label()),
                         batch: b,
-                        schedule: schedule.clone(),
+                        plan: plan.clone(),
                     });
                     owner.push(i);
                 }
@@ -197,20 +198,17 @@ impl Bench<'_> {
             quality: None,
             speed: Vec::new(),
         };
-        if let Some(schedule) = row.schedule(n_layer, steps) {
-            let active = schedule.mean_active(n_layer, steps);
+        if row.is_possible() {
+            // The hook-unset row runs every block, like full depth.
+            let plan = row
+                .plan(n_layer, steps + 1)
+                .unwrap_or_else(|| Plan::full(n_layer));
+            let active = plan.mean_active(1, steps);
             if row.varies() {
-                r.active_blocks_per_step = Some(
-                    (1..=steps)
-                        .map(|s| schedule.mask(s).map_or(n_layer, |m| m.n_active()))
-                        .collect(),
-                );
+                r.active_blocks_per_step =
+                    Some((1..=steps).map(|s| plan.mask(s).n_active()).collect());
             } else {
-                r.kept_blocks = Some(
-                    schedule
-                        .mask(1)
-                        .map_or_else(|| (0..n_layer).collect(), |m| m.active_indices()),
-                );
+                r.kept_blocks = Some(plan.mask(1).active_indices());
             }
             r.active_blocks = Some(active);
             r.speedup_by_layers = Some(n_layer as f64 / active);

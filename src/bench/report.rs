@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::machine::Machine;
-use super::speed::{median, spread};
 use crate::calibrate::CalibrationSettings;
+use crate::measure::speed::{median, spread};
 use crate::quality::QualitySummary;
 
 /// A whole benchmark run.

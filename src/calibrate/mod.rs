@@ -16,6 +16,12 @@
 //! search resumes where it stopped. Profiles are cached per model file, by its sha256, in
 //! `<model cache>/profiles/<sha256>.json`.
 
+mod cache;
+
+pub use cache::{
+    DEFAULT_SHAPE, FoundProfile, calibrate, find_profile, profile_file, require_profile,
+};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

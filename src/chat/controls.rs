@@ -3,7 +3,7 @@
 //! engine thread before every decode call.
 
 use crate::engine::PrefillPolicy;
-use crate::skip::{CostModel, Depth, Mask, SpeedupMode, Strategy, StrategySpec, plan};
+use crate::skip::{CostModel, Mask, Plan, PlanSettings, SpeedupMode, Strategy};
 
 /// The strategies the strategy key cycles through, in order. `manual` is not among them:
 /// it needs a mask given with `--skip-layers`.
@@ -18,83 +18,95 @@ pub const CYCLE: [Strategy; 5] = [
 /// How far one press of the target keys moves the target.
 pub const TARGET_STEP: f64 = 0.25;
 
-/// The skip settings in force. The setters keep them plannable for the model (targets
-/// are checked; the strategies offered plan at every valid target), so
-/// [`SkipControls::mask`] always has a mask.
+/// The skip settings in force, with the plan they give. Every setter replans and keeps
+/// the change only when the plan can be made, so [`SkipControls::mask`] always has a mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SkipControls {
-    /// Blocks in the model.
-    pub n_layer: usize,
-    /// The target speedup (1 = full depth).
-    pub target: f64,
-    /// The strategy with its parameters.
-    pub spec: StrategySpec,
-    /// Whether the target counts blocks or wall-clock time.
-    pub mode: SpeedupMode,
+    plan: Plan,
     /// Which blocks the prompt runs through.
     pub prefill: PrefillPolicy,
-    /// The measured decode-time model, once probed; measured mode needs it.
-    pub cost: Option<CostModel>,
-    /// SkipDecode's ramp length (the reply's token limit).
-    pub planned_len: usize,
-    /// The random strategy's seed.
-    pub seed: u64,
 }
 
 impl SkipControls {
-    /// The depth the target asks for in the current mode.
-    pub fn depth(&self) -> Result<Depth, String> {
-        if let StrategySpec::Manual { mask } = &self.spec {
-            return Ok(Depth::Kept(mask.n_active().clamp(2, self.n_layer)));
-        }
-        self.mode
-            .depth(self.target, self.n_layer, self.cost.as_ref())
-            .map_err(|e| e.to_string())
+    /// Controls starting from `plan`.
+    pub fn new(plan: Plan, prefill: PrefillPolicy) -> SkipControls {
+        SkipControls { plan, prefill }
     }
 
-    /// The mask of decode step `step` (0-based within a reply). Falls back to full depth
-    /// if the settings cannot be planned, which the setters rule out.
+    /// The plan of the current settings.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The settings the plan was made from.
+    pub fn settings(&self) -> &PlanSettings {
+        self.plan.settings()
+    }
+
+    /// Blocks in the model.
+    pub fn n_layer(&self) -> usize {
+        self.plan.n_layer()
+    }
+
+    /// The target speedup (1 = full depth; a manual mask's block ratio).
+    pub fn target(&self) -> f64 {
+        self.plan.target()
+    }
+
+    /// The strategy in force.
+    pub fn strategy(&self) -> Strategy {
+        self.plan.spec().strategy()
+    }
+
+    /// Whether the target counts blocks or wall-clock time.
+    pub fn mode(&self) -> SpeedupMode {
+        self.settings().mode
+    }
+
+    /// The measured decode-time model, once probed.
+    pub fn cost(&self) -> Option<&CostModel> {
+        self.settings().cost.as_ref()
+    }
+
+    /// The mask of decode step `step` (0-based within a reply).
     pub fn mask(&self, step: usize) -> Mask {
-        self.depth()
-            .and_then(|depth| {
-                plan(&self.spec, self.n_layer, depth, step).map_err(|e| e.to_string())
-            })
-            .unwrap_or_else(|_| Mask::full(self.n_layer))
+        self.plan.mask(step).clone()
     }
 
     /// The largest target the current mode can reach: `L / 2` blocks counted (2 kept), or
     /// what the cost model predicts for 2 kept blocks in measured mode.
     pub fn max_target(&self) -> f64 {
-        match (self.mode, &self.cost) {
-            (SpeedupMode::Measured, Some(cost)) => cost.max_speedup(self.n_layer),
-            _ => self.n_layer as f64 / 2.0,
-        }
+        self.settings().max_target(self.n_layer())
+    }
+
+    /// Replans with `settings`; nothing changes when they cannot be planned.
+    fn replan(&mut self, settings: PlanSettings) -> Result<(), String> {
+        self.plan = Plan::new(settings, self.n_layer()).map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Sets the target; refused (with the reason) when the model cannot reach it in the
     /// current mode. Leaves a manual mask for the unified strategy: a target means
     /// planning, and a manual mask has no target.
     pub fn set_target(&mut self, target: f64) -> Result<(), String> {
-        let mut next = self.clone();
+        let mut next = self.settings().clone();
         next.target = target;
-        if next.spec.strategy() == Strategy::Manual {
-            next.spec = StrategySpec::Unified;
+        if next.strategy == Strategy::Manual {
+            next.strategy = Strategy::Unified;
         }
-        next.depth()
-            .and_then(|d| plan(&next.spec, next.n_layer, d, 0).map_err(|e| e.to_string()))?;
-        *self = next;
-        Ok(())
+        self.replan(next)
     }
 
     /// Moves the target by `steps` times [`TARGET_STEP`], snapped to that grid and held
     /// within 1 and [`SkipControls::max_target`]. Returns whether anything changed.
     pub fn nudge_target(&mut self, steps: i32) -> bool {
-        let snapped = (self.target / TARGET_STEP).round() * TARGET_STEP;
+        let current = self.settings().target;
+        let snapped = (current / TARGET_STEP).round() * TARGET_STEP;
         let wanted = snapped + f64::from(steps) * TARGET_STEP;
         // The top of the range is rarely on the grid: stop there rather than below it.
         let max = (self.max_target() * 100.0).floor() / 100.0;
         let next = wanted.clamp(1.0, max.max(1.0));
-        if (next - self.target).abs() < 1e-9 && self.spec.strategy() != Strategy::Manual {
+        if (next - current).abs() < 1e-9 && self.strategy() != Strategy::Manual {
             return false;
         }
         self.set_target(next).is_ok()
@@ -102,14 +114,14 @@ impl SkipControls {
 
     /// Moves to the next (or previous) strategy of [`CYCLE`].
     pub fn cycle_strategy(&mut self, forward: bool) {
-        let current = self.spec.strategy();
-        let i = CYCLE.iter().position(|&s| s == current);
+        let i = CYCLE.iter().position(|&s| s == self.strategy());
         let next = match (i, forward) {
             (None, _) => CYCLE[0],
             (Some(i), true) => CYCLE[(i + 1) % CYCLE.len()],
             (Some(i), false) => CYCLE[(i + CYCLE.len() - 1) % CYCLE.len()],
         };
-        self.spec = self.spec_for(next);
+        // Every strategy of the cycle plans at every target the current one reached.
+        let _ = self.switch_to(next);
     }
 
     /// Switches to the strategy named `name` (as on the command line).
@@ -121,53 +133,53 @@ impl SkipControls {
         if strategy == Strategy::Manual {
             return Err("a manual mask is given at start-up with --skip-layers LIST".into());
         }
-        if strategy == Strategy::Calibrated {
+        if strategy == Strategy::Calibrated && self.settings().profile.is_none() {
             return Err(
-                "the chat does not load calibration profiles yet; `uniskip ppl` and \
-                 `uniskip bench` do"
-                    .into(),
+                "this model has no calibration profile: run `uniskip calibrate -m MODEL`".into(),
             );
         }
-        self.spec = self.spec_for(strategy);
-        Ok(())
+        self.switch_to(strategy)
+    }
+
+    fn switch_to(&mut self, strategy: Strategy) -> Result<(), String> {
+        let mut next = self.settings().clone();
+        next.strategy = strategy;
+        self.replan(next)
     }
 
     /// Switches between block-counted and measured speedup. Measured mode needs the cost
     /// model; a target above what it can reach is lowered to the largest reachable one.
     pub fn toggle_mode(&mut self) -> Result<(), String> {
-        match self.mode {
-            SpeedupMode::Measured => {
-                self.mode = SpeedupMode::Layers;
-                Ok(())
-            }
+        let mut next = self.settings().clone();
+        match next.mode {
+            SpeedupMode::Measured => next.mode = SpeedupMode::Layers,
             SpeedupMode::Layers => {
-                if self.cost.is_none() {
+                if next.cost.is_none() {
                     return Err("measured mode needs the decode-time probe".into());
                 }
-                let mut next = self.clone();
                 next.mode = SpeedupMode::Measured;
-                let max = (next.max_target() * 100.0).floor() / 100.0;
+                let max = (next.max_target(self.n_layer()) * 100.0).floor() / 100.0;
                 next.target = next.target.min(max).max(1.0);
-                next.depth()?;
-                *self = next;
-                Ok(())
             }
         }
+        self.replan(next)
+    }
+
+    /// Gives the controls the measured decode-time model (measured mode needs it).
+    pub fn set_cost(&mut self, cost: CostModel) {
+        let mut next = self.settings().clone();
+        next.cost = Some(cost);
+        // Measured mode with a new cost model may no longer reach the target: lower it.
+        if next.mode == SpeedupMode::Measured {
+            let max = (next.max_target(self.n_layer()) * 100.0).floor() / 100.0;
+            next.target = next.target.min(max).max(1.0);
+        }
+        let _ = self.replan(next);
     }
 
     /// Blocks computed by the mask of decode step 0.
     pub fn kept(&self) -> usize {
-        self.mask(0).n_active()
-    }
-
-    fn spec_for(&self, strategy: Strategy) -> StrategySpec {
-        match strategy {
-            Strategy::SkipDecode => StrategySpec::SkipDecode {
-                planned_len: self.planned_len.max(1),
-            },
-            Strategy::Random => StrategySpec::Random { seed: self.seed },
-            other => StrategySpec::default_for(other).unwrap_or(StrategySpec::Unified),
-        }
+        self.plan.kept()
     }
 }
 
@@ -175,16 +187,14 @@ impl SkipControls {
 impl SkipControls {
     /// The chat's tests' settings: a 30-block model at `target`, unified, in blocks.
     pub(crate) fn for_tests(target: f64) -> SkipControls {
-        SkipControls {
-            n_layer: 30,
-            target,
-            spec: StrategySpec::Unified,
-            mode: SpeedupMode::Layers,
-            prefill: PrefillPolicy::Full,
-            cost: None,
+        let settings = PlanSettings {
             planned_len: 64,
-            seed: 0,
-        }
+            ..PlanSettings::new(Strategy::Unified, target)
+        };
+        SkipControls::new(
+            Plan::new(settings, 30).expect("a valid target"),
+            PrefillPolicy::Full,
+        )
     }
 }
 
@@ -201,17 +211,17 @@ mod tests {
         let mut c = controls();
         assert_eq!(c.kept(), 30);
         assert!(c.nudge_target(2));
-        assert_eq!(c.target, 1.5);
+        assert_eq!(c.target(), 1.5);
         assert_eq!(c.kept(), 20);
         assert!(c.nudge_target(-1));
-        assert_eq!(c.target, 1.25);
+        assert_eq!(c.target(), 1.25);
     }
 
     #[test]
     fn nudging_stops_at_full_depth_and_at_two_kept_blocks() {
         let mut c = controls();
         assert!(!c.nudge_target(-1));
-        assert_eq!(c.target, 1.0);
+        assert_eq!(c.target(), 1.0);
         c.set_target(15.0).unwrap();
         assert!(!c.nudge_target(1));
         assert_eq!(c.kept(), 2);
@@ -230,19 +240,22 @@ mod tests {
     fn the_strategy_cycle_skips_manual_and_wraps_both_ways() {
         let mut c = controls();
         c.cycle_strategy(true);
-        assert_eq!(c.spec.strategy(), Strategy::EarlyExit);
+        assert_eq!(c.strategy(), Strategy::EarlyExit);
         c.cycle_strategy(false);
         c.cycle_strategy(false);
-        assert_eq!(c.spec.strategy(), Strategy::Random);
+        assert_eq!(c.strategy(), Strategy::Random);
         c.cycle_strategy(true);
-        assert_eq!(c.spec.strategy(), Strategy::Unified);
+        assert_eq!(c.strategy(), Strategy::Unified);
     }
 
     #[test]
     fn skipdecode_gets_the_reply_length_as_its_ramp() {
         let mut c = controls();
         c.set_strategy("skipdecode").unwrap();
-        assert_eq!(c.spec, StrategySpec::SkipDecode { planned_len: 64 });
+        assert_eq!(
+            c.plan().spec(),
+            &crate::skip::StrategySpec::SkipDecode { planned_len: 64 }
+        );
         assert!(c.set_strategy("manual").is_err());
         assert!(c.set_strategy("fastest").is_err());
     }
@@ -252,29 +265,29 @@ mod tests {
         let mut c = controls();
         c.set_target(10.0).unwrap();
         assert!(c.toggle_mode().is_err());
-        assert_eq!(c.mode, SpeedupMode::Layers);
+        assert_eq!(c.mode(), SpeedupMode::Layers);
         // Half of each token's time is fixed: at most about 1.9x with 2 of 30 blocks.
-        c.cost = Some(CostModel {
+        c.set_cost(CostModel {
             a_s: 0.003,
             b_s: 0.0001,
         });
         c.toggle_mode().unwrap();
-        assert_eq!(c.mode, SpeedupMode::Measured);
-        assert!(c.target <= c.max_target() && c.target > 1.8);
+        assert_eq!(c.mode(), SpeedupMode::Measured);
+        assert!(c.target() <= c.max_target() && c.target() > 1.8);
         assert!(c.kept() >= 2);
         c.toggle_mode().unwrap();
-        assert_eq!(c.mode, SpeedupMode::Layers);
+        assert_eq!(c.mode(), SpeedupMode::Layers);
     }
 
     #[test]
     fn a_target_change_leaves_a_manual_mask_for_unified() {
-        let mut c = controls();
         let manual = Mask::from_skip_list("10-19", 30).unwrap();
-        c.spec = StrategySpec::Manual {
-            mask: manual.clone(),
-        };
+        let mut c = SkipControls::new(
+            Plan::new(PlanSettings::manual(manual.clone()), 30).unwrap(),
+            PrefillPolicy::Full,
+        );
         assert_eq!(c.mask(0), manual);
         assert!(c.nudge_target(1));
-        assert_eq!(c.spec.strategy(), Strategy::Unified);
+        assert_eq!(c.strategy(), Strategy::Unified);
     }
 }

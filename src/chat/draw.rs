@@ -6,7 +6,6 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 
-use super::keys::{COMMANDS, KEYS};
 use super::layout::{Areas, areas, fit, input_cursor, input_rows, transcript_lines};
 use super::state::{ReplyPhase, State};
 use crate::skip::SpeedupMode;
@@ -156,7 +155,7 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
     }
 
     // Target and achieved speedups, on one scale.
-    let target = state.controls.target;
+    let target = state.controls.target();
     let achieved = state.achieved();
     let scale = [4.0, target.ceil(), achieved.unwrap_or(1.0).ceil()]
         .into_iter()
@@ -186,17 +185,17 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
             Span::styled("·", dim)
         });
     }
-    if state.controls.spec.depends_on_step() {
+    if state.controls.plan().spec().depends_on_step() {
         map.push(Span::styled(format!(" step {}", state.step), dim));
     }
 
     // Settings and what keeping the cache exact has cost.
     let c = &state.controls;
     let mut settings = vec![
-        Span::styled(c.spec.strategy().name(), value),
+        Span::styled(c.strategy().name(), value),
         Span::styled(" · speedup ", dim),
         Span::styled(
-            match c.mode {
+            match c.mode() {
                 SpeedupMode::Layers => "by blocks".to_owned(),
                 SpeedupMode::Measured => format!("measured (max {:.2}x)", c.max_target()),
             },
@@ -278,24 +277,27 @@ fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
     frame.render_widget(Paragraph::new(status_lines(state, area.width)), area);
 }
 
+/// The help overlay: the key table and the commands, as they dispatch.
 fn draw_help(frame: &mut Frame, area: Rect) {
-    let key_width = KEYS
+    let keys = super::keys::help_rows();
+    let commands = super::commands::help_rows();
+    let key_width = keys
         .iter()
-        .chain(COMMANDS)
+        .chain(&commands)
         .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0)
         + 2;
     let key_style = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
-    let row = |(k, d): &(&str, &str)| {
+    let row = |(k, d): &(String, &str)| {
         Line::from(vec![
             Span::styled(format!("{k:<key_width$}"), key_style),
             Span::raw(d.to_string()),
         ])
     };
-    let mut lines: Vec<Line> = KEYS.iter().map(row).collect();
+    let mut lines: Vec<Line> = keys.iter().map(row).collect();
     lines.push(Line::default());
-    lines.extend(COMMANDS.iter().map(row));
+    lines.extend(commands.iter().map(row));
     let content_width = lines.iter().map(Line::width).max().unwrap_or(0) as u16;
     let width = (content_width + 4).min(area.width);
     let height = (lines.len() as u16 + 2).min(area.height);
@@ -326,12 +328,12 @@ mod tests {
 
     use super::*;
     use crate::chat::controls::SkipControls;
+    use crate::chat::protocol::{Baseline, BaselineSource, ModelFacts, ReplyStats};
     use crate::chat::state::{Entry, State};
-    use crate::chat::worker::{Baseline, BaselineSource, ModelInfo, ReplyStats};
     use crate::skip::Mask;
 
     fn state(template: bool) -> State {
-        let info = ModelInfo {
+        let info = ModelFacts {
             name: "SmolLM2 135M Instruct".into(),
             architecture: "llama".into(),
             n_layer: 30,
@@ -365,19 +367,12 @@ mod tests {
         });
         s.entries.push(Entry::User("Why is the sky blue?".into()));
         let stats = ReplyStats {
-            tokens: 24,
             prompt_tokens: 30,
             prefill_tok_s: 900.0,
-            decode_tok_s: 181.2,
             repair_tokens: 14,
             repair_ms: 12.0,
             stop: "max_tokens".into(),
-            n_layer: 30,
-            kept_min: 20,
-            kept_max: 20,
-            target: 1.5,
-            strategy: "unified".into(),
-            mode: "layers".into(),
+            ..ReplyStats::fixture(24, 20, 181.2)
         };
         s.entries.push(Entry::Assistant {
             text: "Because air scatters blue light more than red light. ".repeat(12),

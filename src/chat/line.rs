@@ -10,12 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::apply;
-use super::keys::COMMANDS;
-use super::state::{Entry, Msg, State, submit, update};
-use super::worker::{Engine, Event, ReplyStats};
+use super::commands::{help_rows, submit};
+use super::protocol::{Event, ReplyStats};
+use super::state::{Entry, Msg, State, update};
+use super::worker::Worker;
 
 /// Runs line mode until standard input ends or `/quit`.
-pub fn run(mut state: State, engine: Engine) -> Result<()> {
+pub fn run(mut state: State, worker: Worker) -> Result<()> {
     // `interrupted` armed (true) means the next Ctrl+C ends the process as usual: so it
     // is while no reply runs (there is nothing to stop) and once a stop was asked for.
     // While a reply runs it is disarmed, and the first Ctrl+C stops the reply.
@@ -34,8 +35,8 @@ pub fn run(mut state: State, engine: Engine) -> Result<()> {
         "uniskip chat (line mode): {}; one message per line, /help for commands",
         state.title()
     );
-    let result = read_loop(&mut state, &engine, &interrupted);
-    engine.shutdown(Duration::from_secs(3));
+    let result = read_loop(&mut state, &worker, &interrupted);
+    worker.shutdown(Duration::from_secs(3));
     result?;
     if let Some(e) = state.fatal {
         bail!(e);
@@ -43,12 +44,12 @@ pub fn run(mut state: State, engine: Engine) -> Result<()> {
     Ok(())
 }
 
-fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Result<()> {
+fn read_loop(state: &mut State, worker: &Worker, interrupted: &AtomicBool) -> Result<()> {
     // Notices from start-up (a resumed conversation, warnings) first.
     let mut shown = 0;
     show_notices(state, &mut shown);
     // Start-up events (the transcript path, the probe) before the first message.
-    pump(state, engine, interrupted, &mut shown, false)?;
+    pump(state, worker, interrupted, &mut shown, false)?;
     let mut stdin = io::stdin().lock();
     let mut bytes = Vec::new();
     loop {
@@ -68,14 +69,14 @@ fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Re
         }
         let effects = submit(state, line);
         interrupted.store(false, Ordering::SeqCst);
-        apply(state, engine, effects);
+        apply(state, worker, effects);
         if std::mem::take(&mut state.help) {
-            for (k, d) in COMMANDS {
+            for (k, d) in help_rows() {
                 eprintln!("  {k:<16} {d}");
             }
         }
         if state.reply.is_active() || state.measured_pending {
-            pump(state, engine, interrupted, &mut shown, true)?;
+            pump(state, worker, interrupted, &mut shown, true)?;
         }
         show_notices(state, &mut shown);
         interrupted.store(true, Ordering::SeqCst);
@@ -91,7 +92,7 @@ fn read_loop(state: &mut State, engine: &Engine, interrupted: &AtomicBool) -> Re
 /// takes what arrives within a moment and the whole probe.
 fn pump(
     state: &mut State,
-    engine: &Engine,
+    worker: &Worker,
     interrupted: &AtomicBool,
     shown: &mut usize,
     until_idle: bool,
@@ -101,7 +102,7 @@ fn pump(
     loop {
         // The flag stays set: a second Ctrl+C ends the process.
         if !stop_asked && interrupted.load(Ordering::SeqCst) && state.reply.is_active() {
-            engine.stop_reply();
+            worker.stop_reply();
             stop_asked = true;
         }
         let busy = state.reply.is_active() || state.probing || state.measured_pending;
@@ -110,7 +111,7 @@ fn pump(
         } else {
             Duration::from_millis(300)
         };
-        let event = match engine.event_timeout(wait) {
+        let event = match worker.event_timeout(wait) {
             Ok(event) => event,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if busy {
@@ -134,7 +135,7 @@ fn pump(
                     .and_then(|()| out.flush())
                     .is_err() =>
             {
-                engine.stop_reply();
+                worker.stop_reply();
             }
             Event::Baseline(b) => eprintln!(
                 "full depth: {:.1} tok/s ({})",
@@ -148,7 +149,7 @@ fn pump(
             _ => None,
         };
         let effects = update(state, Msg::Engine(event));
-        apply(state, engine, effects);
+        apply(state, worker, effects);
         if let Some(stats) = done {
             let _ = writeln!(out);
             let _ = out.flush();

@@ -2,18 +2,29 @@
 //! live: the target speedup, the strategy and the speedup mode change while it runs, and
 //! the screen shows what they cost and gain.
 //!
-//! - [`state`]: what the screen shows, and `update` (events -> state);
+//! - [`state`]: what the screen shows, and `update`, which hands key presses to [`keys`]
+//!   (the key table, which the help lists too; [`key_actions`] do what it says), typed
+//!   lines to [`commands`] and engine reports to [`events`];
 //! - [`draw`]: state -> widgets; [`layout`]: the geometry both share;
-//! - [`worker`]: the engine thread, the only place the model runs;
+//! - [`protocol`]: the commands and events between the UI and the engine thread;
+//! - [`worker`]: the engine thread, the only place the model runs; it keeps the
+//!   [`conversation`] and runs the speed [`probes`];
+//! - [`controls`]: the skip settings as the person changes them;
 //! - [`transcript`]: the conversation on disk (JSON Lines), resume, Markdown;
-//! - [`tui`]: the terminal loop; [`line`]: plain line mode when not on a terminal.
+//! - [`tui`]: the terminal loop; [`line`](mod@line): plain line mode when not on a terminal.
 
+pub mod commands;
 pub mod controls;
+pub mod conversation;
 pub mod draw;
+pub mod events;
 pub mod input;
+pub mod key_actions;
 pub mod keys;
 pub mod layout;
 pub mod line;
+pub mod probes;
+pub mod protocol;
 pub mod state;
 pub mod transcript;
 pub mod tui;
@@ -25,15 +36,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::bench::probe;
-use crate::cli::BadInput;
-use crate::cli::args::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::engine::Model;
+use crate::error::BadInput;
+use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::measure::probe;
 use crate::skip::SpeedupMode;
 use controls::SkipControls;
+use probes::StartProbe;
+use protocol::ModelFacts;
 use state::{Effect, Msg, State, update};
 use transcript::{Record, TranscriptWriter};
-use worker::{Engine, EngineSetup, ModelInfo, StartProbe};
+use worker::{Worker, WorkerSetup};
 
 /// Chat with a model in the terminal, changing the skip settings as it runs.
 #[derive(Debug, Args)]
@@ -51,6 +64,7 @@ Examples:
 )]
 pub struct ChatArgs {
     /// Which model, threads, context size.
+    /// The model and how to run it.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Most tokens per reply.
@@ -58,9 +72,11 @@ pub struct ChatArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens: u32,
     /// The skip settings to start with.
+    /// Which blocks to skip.
     #[command(flatten)]
     pub skip: SkipArgs,
     /// Sampling settings.
+    /// How tokens are drawn.
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// System prompt to start with (`/system TEXT` changes it later).
@@ -101,7 +117,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
     args.model.check_context(&model)?;
-    let info = ModelInfo::of(&model);
+    let info = ModelFacts::of(&model);
     let max_tokens = args.max_tokens as usize;
     let seed = u64::from(args.sampling.seed);
     let context = args.model.context_options(1);
@@ -115,7 +131,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
                  (a few seconds; cached for next time)..."
             );
             let mut session = model.session(&context)?;
-            let prompt = model.tokenize(crate::cli::PROBE_PROMPT, true)?;
+            let prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
             let (p, from_cache) =
                 probe::cached_or_measure(&path, &mut session, &prompt, context.threads)?;
             Some((p, !from_cache))
@@ -128,19 +144,15 @@ pub fn run(args: ChatArgs) -> Result<()> {
         cost: cost_probe,
     };
     let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
-    let plan = args
-        .skip
-        .plan_with(model.n_layer(), max_tokens, seed, cost.as_ref(), None)?;
-    let controls = SkipControls {
-        n_layer: model.n_layer(),
-        target: plan.target(),
-        spec: plan.spec.clone(),
-        mode: args.skip.speedup_mode,
-        prefill: args.skip.prefill,
-        cost,
-        planned_len: max_tokens,
+    let profile = args.skip.calibration_masks(Some(&path), None)?;
+    let plan = args.skip.plan_with(
+        model.n_layer(),
+        max_tokens,
         seed,
-    };
+        cost.as_ref(),
+        profile.as_deref(),
+    )?;
+    let controls = SkipControls::new(plan, args.skip.prefill);
 
     let system = args.system.clone().or(loaded.system.clone());
     let mut writer = match &resume_path {
@@ -177,7 +189,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if let Some(w) = model.unverified_warning() {
         state.notice(w);
     }
-    let setup = EngineSetup {
+    let setup = WorkerSetup {
         context,
         sampling,
         max_tokens,
@@ -187,27 +199,27 @@ pub fn run(args: ChatArgs) -> Result<()> {
         system,
         messages: loaded.messages.into_iter().map(|(m, _)| m).collect(),
     };
-    let engine = Engine::spawn(model, setup, controls, Some(writer))
+    let worker = Worker::spawn(model, setup, controls, Some(writer))
         .context("starting the engine thread")?;
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        tui::run(state, engine, !args.no_mouse)
+        tui::run(state, worker, !args.no_mouse)
     } else {
-        line::run(state, engine)
+        line::run(state, worker)
     }
 }
 
 /// Carries out `effects`; returns whether the screen must be cleared and redrawn.
-fn apply(state: &mut State, engine: &Engine, effects: Vec<Effect>) -> bool {
+fn apply(state: &mut State, worker: &Worker, effects: Vec<Effect>) -> bool {
     let mut redraw = false;
     for effect in effects {
         match effect {
-            Effect::Engine(command) => engine.send(command),
-            Effect::StopReply => engine.stop_reply(),
-            Effect::Controls(controls) => engine.set_controls(controls),
+            Effect::Engine(command) => worker.send(command),
+            Effect::StopReply => worker.stop_reply(),
+            Effect::Controls(controls) => worker.set_controls(controls),
             Effect::Save { path, markdown } => {
                 let result = std::fs::write(&path, markdown).map_err(|e| e.to_string());
                 let more = update(state, Msg::Saved(path, result));
-                redraw |= apply(state, engine, more);
+                redraw |= apply(state, worker, more);
             }
             Effect::Redraw => redraw = true,
         }

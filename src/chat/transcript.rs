@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::protocol::ReplyStats;
 use super::state::Entry;
-use super::worker::ReplyStats;
 use crate::engine::ChatMessage;
 
 /// The time records carry: Unix seconds, now.
@@ -278,19 +278,13 @@ mod tests {
     #[test]
     fn reply_stats_with_fractional_numbers_are_read_back() {
         let stats = ReplyStats {
-            tokens: 4,
-            prompt_tokens: 10,
             prefill_tok_s: 115.48312248809773,
-            decode_tok_s: 73.8,
             repair_tokens: 2,
             repair_ms: 0.5,
             stop: "max_tokens".into(),
-            n_layer: 30,
             kept_min: 20,
-            kept_max: 30,
             target: 1.5,
-            strategy: "unified".into(),
-            mode: "layers".into(),
+            ..ReplyStats::fixture(4, 30, 73.8)
         };
         let dir = tempfile::tempdir().unwrap();
         let mut w = TranscriptWriter::create(dir.path(), &start()).unwrap();

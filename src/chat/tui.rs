@@ -1,7 +1,7 @@
-//! The terminal UI loop: owns the terminal (and always gives it back), turns terminal
-//! input and engine events into [`Msg`]s, carries out the [`Effect`]s, draws at a bounded
-//! frame rate. The engine runs on its own thread; nothing here waits on it for longer
-//! than a frame.
+//! The terminal UI loop: owns the terminal (and always gives it back), turns terminal input
+//! and engine events into [`Msg`]s, carries out the [`Effect`](super::state::Effect)s,
+//! draws at a bounded frame rate. The engine runs on its own thread; nothing here waits on
+//! it for longer than a frame.
 
 use std::io::{self, Stdout, Write};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use ratatui::backend::CrosstermBackend;
 use super::apply;
 use super::draw::draw;
 use super::state::{Msg, State, update};
-use super::worker::{Engine, Stopper};
+use super::worker::{Stopper, Worker};
 
 /// Longest wait for input before the engine's events are looked at and the screen is
 /// redrawn: about 30 frames a second while a reply streams.
@@ -162,22 +162,22 @@ fn watch_signals(
 /// Runs the chat screen until the person quits, the engine fails or a signal arrives.
 /// Ended by a signal, the process exits with 128 + its number, as a shell reports a
 /// program killed by it, once the terminal is back and the last reply is on disk.
-pub fn run(mut state: State, engine: Engine, mouse: bool) -> Result<()> {
+pub fn run(mut state: State, worker: Worker, mouse: bool) -> Result<()> {
     let signalled = Arc::new(AtomicI32::new(0));
     let ui_done = Arc::new(AtomicBool::new(false));
     let watcher = watch_signals(
         Arc::clone(&signalled),
         Arc::clone(&ui_done),
-        engine.stopper(),
+        worker.stopper(),
     )?;
     let mut guard = TerminalGuard::enter(mouse)?;
     // A lost RPC server ends the process from inside llama.cpp: give the terminal back first.
     crate::engine::rpc::on_server_lost(restore_terminal);
-    let result = event_loop(&mut state, &engine, &mut guard, &signalled);
+    let result = event_loop(&mut state, &worker, &mut guard, &signalled);
     ui_done.store(true, Ordering::SeqCst);
     watcher.close();
     drop(guard);
-    engine.shutdown(Duration::from_secs(3));
+    worker.shutdown(Duration::from_secs(3));
     let signal = signalled.load(Ordering::SeqCst);
     if signal != 0 {
         // Ended from outside: the terminal may be gone, so there is no one to tell.
@@ -195,7 +195,7 @@ pub fn run(mut state: State, engine: Engine, mouse: bool) -> Result<()> {
 
 fn event_loop(
     state: &mut State,
-    engine: &Engine,
+    worker: &Worker,
     guard: &mut TerminalGuard,
     signalled: &AtomicI32,
 ) -> Result<()> {
@@ -232,7 +232,7 @@ fn event_loop(
                 };
                 if let Some(msg) = msg {
                     let effects = update(state, msg);
-                    if apply(state, engine, effects) {
+                    if apply(state, worker, effects) {
                         terminal.clear().context("clearing the screen")?;
                     }
                     dirty = true;
@@ -243,10 +243,10 @@ fn event_loop(
             }
         }
         loop {
-            match engine.try_event() {
+            match worker.try_event() {
                 Ok(event) => {
                     let effects = update(state, Msg::Engine(event));
-                    apply(state, engine, effects);
+                    apply(state, worker, effects);
                     dirty = true;
                 }
                 Err(TryRecvError::Empty) => break,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::BadInput;
+use crate::error::BadInput;
 use crate::engine::{Model, ModelOptions};
 use crate::quality::Corpus;
 use crate::tokcheck::{self, ReferenceError, Report};

@@ -1,6 +1,5 @@
 //! The command line: one module per subcommand, shared flags in [`args`].
 
-pub mod args;
 pub mod bench;
 pub mod calibrate;
 pub mod check;
@@ -11,9 +10,11 @@ pub mod rpc_server;
 pub mod run;
 pub mod soak;
 
-/// The text every speed probe decodes after (the same everywhere, so runs compare).
-pub const PROBE_PROMPT: &str =
-    "The history of the printing press begins in the fifteenth century, when";
+// The shared flags and the error types moved below the apps; these names stay for
+// callers that still spell the old paths.
+pub use crate::error::{BadInput, exit_code};
+pub use crate::flags as args;
+pub use crate::flags::parse_speedup;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "uniskip", version, about, long_about)]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,62 +91,4 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         println!("{name}: {}", path.display());
     }
     Ok(())
-}
-
-/// An error in what the user gave (a flag value, a prompt, a model file): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
-
-/// The exit code for an error: 2 when the input was wrong (flags, prompt, model file),
-/// 1 when running it failed (a download, the disk, llama.cpp at work).
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    use crate::engine::EngineError;
-    let bad_input = error.chain().any(|cause| {
-        cause.is::<BadInput>()
-            // A name or path that is not a model; not a download or disk that failed.
-            || matches!(
-                cause.downcast_ref::<crate::models::ModelError>(),
-                Some(
-                    crate::models::ModelError::Unknown { .. }
-                        | crate::models::ModelError::NotFound { .. }
-                        | crate::models::ModelError::Missing { .. }
-                )
-            )
-            || cause.is::<crate::models::HeaderError>()
-            || cause.is::<crate::models::InvalidModel>()
-            || cause.is::<crate::skip::PlanError>()
-            || cause.is::<crate::skip::CostError>()
-            || cause.is::<crate::skip::LayerListError>()
-            || matches!(
-                cause.downcast_ref::<EngineError>(),
-                Some(
-                    EngineError::Load { .. }
-                        | EngineError::InvalidModel(_)
-                        | EngineError::PromptTooLong { .. }
-                        | EngineError::MaskLength { .. }
-                        | EngineError::AllSkipped(_)
-                        | EngineError::NoHook(_)
-                        | EngineError::Tokenize(_)
-                        | EngineError::Template(_)
-                        | EngineError::Rpc(_)
-                )
-            )
-    });
-    if bad_input { 2 } else { 1 }
-}
-
-/// Parses a target speedup: a finite number >= 1 (the upper bound depends on the model and
-/// is checked once its block count is known).
-pub fn parse_speedup(s: &str) -> std::result::Result<f64, String> {
-    let r: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number; give a speedup such as 1.5"))?;
-    if !r.is_finite() || r < 1.0 {
-        return Err(format!(
-            "{s} is out of range: a speedup is a number >= 1 (1 = full depth) and at most half the model's block count"
-        ));
-    }
-    Ok(r)
 }

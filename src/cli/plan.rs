@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::args::{ModelArgs, SkipArgs};
 use super::run::describe_probe;
-use crate::bench::probe;
 use crate::engine::Model;
+use crate::flags::{ModelArgs, SkipArgs};
+use crate::measure::probe;
 use crate::skip::{Mask, SpeedupMode, speedup_by_layers};
 
 /// Show the mask a target gives: one cell per block, kept or skipped.
@@ -20,12 +20,14 @@ use crate::skip::{Mask, SpeedupMode, speedup_by_layers};
   uniskip plan --speedup 2 --speedup-mode measured    probes this machine first
   uniskip plan --layers 24 --speedup 2 --json")]
 pub struct PlanArgs {
+    /// The model and how to run it.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Plan for a model with L blocks instead of reading a model file.
     #[arg(long, value_name = "L", conflicts_with = "model",
           value_parser = clap::value_parser!(u32).range(2..=10_000))]
     pub layers: Option<u32>,
+    /// Which blocks to skip.
     #[command(flatten)]
     pub skip: SkipArgs,
     /// Decode step to show (SkipDecode's mask changes with the generated position).
@@ -46,7 +48,7 @@ pub struct PlanArgs {
 pub fn run(args: PlanArgs) -> Result<()> {
     let measured = args.skip.speedup_mode == SpeedupMode::Measured;
     if measured && args.layers.is_some() {
-        return Err(super::BadInput(
+        return Err(crate::error::BadInput(
             "--speedup-mode measured needs a model to probe; use -m MODEL instead of --layers"
                 .into(),
         )
@@ -76,7 +78,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             let model = Model::load(path, &args.model.model_options())?;
             let threads = args.model.context_options(1).threads;
             let mut session = model.session(&args.model.context_options(1))?;
-            let prompt = model.tokenize(super::PROBE_PROMPT, true)?;
+            let prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
             let (probe, from_cache) =
                 probe::cached_or_measure(path, &mut session, &prompt, threads)
                     .context("probing decode speed")?;
@@ -87,12 +89,13 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
         _ => None,
     };
+    let profile = args.skip.calibration_masks(path.as_deref(), None)?;
     let plan = args.skip.plan_with(
         n_layer,
         args.planned_len,
         args.seed,
         probe.as_ref().map(|p| &p.cost),
-        None,
+        profile.as_deref(),
     )?;
     let mask = plan.mask(args.step);
     let kept = mask.active_indices();
@@ -105,7 +108,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         let value = json!({
             "model": title,
             "n_layer": n_layer,
-            "strategy": plan.spec.strategy().name(),
+            "strategy": plan.spec().strategy().name(),
             "speedup_target": plan.target(),
             "speedup_mode": args.skip.speedup_mode.name(),
             "step": args.step,
@@ -122,10 +125,10 @@ pub fn run(args: PlanArgs) -> Result<()> {
     writeln!(
         out,
         "{title}: {} at {:.2}x ({} mode){}",
-        plan.spec.strategy().name(),
+        plan.spec().strategy().name(),
         plan.target(),
         args.skip.speedup_mode.name(),
-        if plan.spec.depends_on_step() {
+        if plan.spec().depends_on_step() {
             format!(", step {}", args.step)
         } else {
             String::new()
@@ -141,7 +144,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         if skipped.is_empty() {
             "none".into()
         } else {
-            Mask::to_skip_list(&mask)
+            Mask::to_skip_list(mask)
         }
     )?;
     writeln!(out, "speedup by block count {by_layers:.2}x")?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::BadInput;
+use crate::error::BadInput;
 
 /// Serve this machine's CPU to `uniskip ... --rpc HOST:PORT` clients.
 #[derive(Debug, Args)]

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::BadInput;
-use super::args::{ModelArgs, SamplingArgs, SkipArgs};
-use crate::bench::probe::{self, Probe};
 use crate::engine::{ChatMessage, Model, Request, StopReason, generate};
+use crate::error::BadInput;
+use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::measure::probe::{self, Probe};
 use crate::skip::SpeedupMode;
 
 /// One line on what the probe measured and what it means.
@@ -39,6 +39,7 @@ pub fn describe_probe(probe: &Probe, n_layer: usize, from_cache: bool) -> String
   uniskip run -p 'Once upon a time' --skip-layers 10-19 --json
   uniskip run -f prompt.txt --batch 8 --speedup 2")]
 pub struct RunArgs {
+    /// The model and how to run it.
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt text.
@@ -57,6 +58,7 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "max-tokens", value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens: u32,
+    /// Which blocks to skip.
     #[command(flatten)]
     pub skip: SkipArgs,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -65,6 +67,7 @@ pub struct RunArgs {
     /// Generate N sequences from the prompt together, under one mask (seeds differ).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub batch: u32,
+    /// How tokens are drawn.
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Print one JSON object instead of streaming text.
@@ -136,7 +139,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut session = model.session(&args.model.context_options(n_seq))?;
     let probe = if args.skip.speedup_mode == SpeedupMode::Measured {
         let threads = args.model.context_options(1).threads;
-        let probe_prompt = model.tokenize(super::PROBE_PROMPT, true)?;
+        let probe_prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
         let (probe, from_cache) =
             probe::cached_or_measure(&path, &mut session, &probe_prompt, threads)?;
         session.clear();
@@ -147,12 +150,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let profile = args.skip.calibration_masks(Some(&path), None)?;
     let plan = args.skip.plan_with(
         model.n_layer(),
         args.max_tokens as usize,
         u64::from(args.sampling.seed),
         probe.as_ref().map(|p| &p.cost),
-        None,
+        profile.as_deref(),
     )?;
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
@@ -193,7 +197,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             interrupt: None,
         },
         &mut |step| {
-            let m = plan.mask(step);
+            let m = plan.mask(step).clone();
             active_per_step.push(m.n_active());
             if masks_used.last() != Some(&m) {
                 masks_used.push(m.clone());
@@ -219,7 +223,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "model_path": path,
             "architecture": model.architecture(),
             "n_layer": model.n_layer(),
-            "strategy": plan.spec.strategy().name(),
+            "strategy": plan.spec().strategy().name(),
             "speedup_target": plan.target(),
             "speedup_by_layers": model.n_layer() as f64 / mean_active,
             "active_layers": active,
@@ -254,10 +258,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         } else if std::io::stdout().is_terminal() || !generation.texts[0].ends_with('\n') {
             let _ = writeln!(stdout);
         }
-        let depth = if plan.spec.depends_on_step() {
+        let depth = if plan.spec().depends_on_step() {
             format!(
                 "{} schedule, {} blocks at step 0",
-                plan.spec.strategy().name(),
+                plan.spec().strategy().name(),
                 first.n_active()
             )
         } else {
@@ -266,7 +270,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         eprintln!(
             "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {} | cpu {}{}",
             plan.target(),
-            plan.spec.strategy().name(),
+            plan.spec().strategy().name(),
             generation.prompt_tokens,
             generation.prefill_tokens_per_s(),
             generation.generated_tokens,

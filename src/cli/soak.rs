@@ -3,9 +3,9 @@
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::args::ModelArgs;
 use crate::bench::soak::{ORACLE_TOLERANCE, SoakOptions, soak};
 use crate::engine::{ContextOptions, Model};
+use crate::flags::ModelArgs;
 
 /// Generate many tokens across many conversations, changing the mask at random points;
 /// check the switch and repair oracles at checkpoints and follow resident memory.
@@ -18,6 +18,7 @@ Example:
   uniskip soak --threads 2 --tokens 20000"
 )]
 pub struct SoakArgs {
+    /// The model and how to run it.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Tokens to generate in all.

@@ -77,5 +77,24 @@ pub enum EngineError {
     Tokenize(String),
 }
 
+impl EngineError {
+    /// Whether the input is at fault (exit code 2): the model file, the prompt, the mask,
+    /// an architecture without the hook. A failure while running is not (exit code 1).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Load { .. }
+                | EngineError::InvalidModel(_)
+                | EngineError::PromptTooLong { .. }
+                | EngineError::MaskLength { .. }
+                | EngineError::AllSkipped(_)
+                | EngineError::NoHook(_)
+                | EngineError::Tokenize(_)
+                | EngineError::Template(_)
+                | EngineError::Rpc(_)
+        )
+    }
+}
+
 /// Result type of the engine.
 pub type Result<T> = std::result::Result<T, EngineError>;

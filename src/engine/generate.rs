@@ -75,7 +75,7 @@ impl Sampling {
 }
 
 /// Which blocks the prompt runs through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrefillPolicy {
     /// Every block (the paper's rule: the prompt's K/V stays complete).

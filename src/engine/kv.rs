@@ -1,4 +1,4 @@
-//! Which blocks hold valid K/V for which positions, per sequence (DESIGN.md section 3).
+//! Which blocks hold valid K/V for which positions, per sequence (docs/DESIGN.md section 3).
 //!
 //! A skipped block writes no K/V for the tokens it skipped. Before a batch runs under a
 //! mask, the earliest position whose K/V is missing in some block that mask computes is

@@ -3,13 +3,18 @@
 //! Data flows one way: text -> tokens ([`Model::tokenize`]) -> [`Session::decode`] under a
 //! mask -> logits -> sampler -> streamed text ([`generate`]).
 
+#[allow(unsafe_code)]
 pub mod cpu;
 mod error;
 mod generate;
+// The FFI modules: the only places `unsafe` is allowed (Cargo.toml denies it elsewhere).
+#[allow(unsafe_code)]
 pub mod hook;
 mod kv;
 mod model;
+#[allow(unsafe_code)]
 mod prune;
+#[allow(unsafe_code)]
 pub mod rpc;
 mod session;
 

@@ -3,7 +3,7 @@
 //! `llama_model_quantize` with `only_copy` and `prune_layers` copies every tensor unchanged
 //! except those of the pruned blocks, renumbers the remaining blocks and lowers the block
 //! count. Skipping those blocks at run time must give the same logits: the pruned file is
-//! an oracle for the hook that shares none of its code (DESIGN.md section 5).
+//! an oracle for the hook that shares none of its code (docs/DESIGN.md section 5).
 
 use std::ffi::CString;
 use std::path::Path;

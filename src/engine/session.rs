@@ -21,7 +21,7 @@ pub struct BatchToken {
     pub logits: bool,
 }
 
-/// The cost of keeping the K/V cache exact when masks change (DESIGN.md section 3).
+/// The cost of keeping the K/V cache exact when masks change (docs/DESIGN.md section 3).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RepairStats {
     /// Repairs made.

@@ -34,6 +34,13 @@ pub enum HeaderError {
     },
 }
 
+impl HeaderError {
+    /// Always the input's fault (exit code 2): the file is not a readable GGUF.
+    pub fn is_user_error(&self) -> bool {
+        true
+    }
+}
+
 /// Reads the header of the GGUF file at `path`.
 ///
 /// The file is first checked by [`validate_file`](super::validate_file): gguf-rs panics or

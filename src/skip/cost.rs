@@ -104,6 +104,13 @@ pub enum CostError {
     Plan(#[from] PlanError),
 }
 
+impl CostError {
+    /// Always the input's fault (exit code 2): the target is out of reach or the settings are unusable.
+    pub fn is_user_error(&self) -> bool {
+        true
+    }
+}
+
 impl CostModel {
     /// Least-squares line through `(active blocks, seconds per token)` samples.
     ///

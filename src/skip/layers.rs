@@ -40,6 +40,13 @@ pub enum LayerListError {
     Mask(#[from] MaskError),
 }
 
+impl LayerListError {
+    /// Always the input's fault (exit code 2): the block list is malformed.
+    pub fn is_user_error(&self) -> bool {
+        true
+    }
+}
+
 /// Reads a block list (`10-19,22`) for an `n_layer`-block model and returns
 /// the listed indices, ascending and without duplicates.
 pub fn parse_layer_list(list: &str, n_layer: usize) -> Result<Vec<usize>, LayerListError> {

@@ -1,9 +1,10 @@
 //! Which transformer blocks to compute for each decoded token.
 //!
-//! This module is pure planning: it knows nothing about llama.cpp. It turns a
-//! skipping [`Strategy`] plus a target depth into a per-block [`Mask`], and
-//! offers a [`CostModel`] that converts a wanted wall-clock speedup into a kept
-//! block count. The engine applies the mask; nothing here touches a model.
+//! This module is pure planning: it knows nothing about llama.cpp. A [`Plan`], built once
+//! from [`PlanSettings`], gives the [`Mask`] of every decode step; underneath, [`plan`]
+//! turns a [`Strategy`] plus a target depth into a per-block mask, and a [`CostModel`]
+//! converts a wanted wall-clock speedup into a kept block count. The engine applies the
+//! mask; nothing here touches a model.
 //!
 //! The main method is Unified Layer Skipping (Liu et al. 2024, arXiv
 //! 2404.06954): for a target speedup `r` on an `L`-block model, keep
@@ -11,6 +12,7 @@
 
 mod cost;
 mod layers;
+mod plan;
 mod strategy;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cost::{CostError, CostModel, SpeedupMode, speedup_by_layers};
 pub use layers::{LayerListError, parse_layer_list};
+pub use plan::{Plan, PlanSettings, SettingsError};
 pub use strategy::{
     BlockPlacement, Depth, PlanError, SplitMix64, Strategy, StrategySpec, plan, skipdecode_schedule,
 };

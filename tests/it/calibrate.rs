@@ -1,7 +1,5 @@
 //! Calibration on a tiny slice of real text, on SmolLM2.
 
-use crate::common;
-
 use crate::common::*;
 use uniskip::calibrate::{CalibrationSettings, Profile, Search};
 use uniskip::engine::Model;

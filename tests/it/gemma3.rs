@@ -1,7 +1,5 @@
 //! Gemma 3 (sliding-window attention, 18 blocks, no chat template) under a mask.
 
-use crate::common;
-
 use crate::common::*;
 use uniskip::engine::{PrefillPolicy, Request, Sampling, generate};
 use uniskip::skip::{Depth, StrategySpec, plan};

@@ -1,6 +1,4 @@
-//! The skip hook against oracles that cannot lie (DESIGN.md section 5), on SmolLM2.
-
-use crate::common;
+//! The skip hook against oracles that cannot lie (docs/DESIGN.md section 5), on SmolLM2.
 
 use crate::common::*;
 use uniskip::engine::{EngineError, Model, ModelOptions, write_pruned_model};

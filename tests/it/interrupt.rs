@@ -2,8 +2,6 @@
 //! keeps what it read, and the next generation of the same prompt picks up from there
 //! with exactly the output of one that was never interrupted.
 
-use crate::common;
-
 use std::cell::Cell;
 use std::ops::ControlFlow;
 

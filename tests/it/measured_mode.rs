@@ -2,11 +2,9 @@
 //! picks. How well the prediction matches a fresh measurement is printed (a benchmark
 //! check on a shared machine, not an assertion).
 
-use crate::common;
-
 use crate::common::*;
-use uniskip::bench::{probe, speed};
-use uniskip::skip::{Depth, StrategySpec, plan};
+use uniskip::measure::{probe, speed};
+use uniskip::skip::{Depth, Plan, StrategySpec, plan};
 
 #[test]
 fn the_measured_mode_picks_the_deepest_count_whose_fitted_time_meets_the_target() {
@@ -54,14 +52,14 @@ fn the_measured_mode_picks_the_deepest_count_whose_fitted_time_meets_the_target(
         speed::Config {
             label: "full".into(),
             batch: 1,
-            schedule: speed::Schedule::Unset,
+            plan: None,
         },
         speed::Config {
             label: format!("{k} blocks"),
             batch: 1,
-            schedule: speed::Schedule::Fixed(
+            plan: Some(Plan::fixed(
                 plan(&StrategySpec::Unified, n, Depth::Kept(k), 0).unwrap(),
-            ),
+            )),
         },
     ];
     let m = speed::measure(

@@ -1,7 +1,5 @@
 //! Teacher-forced quality on SmolLM2 against computations that share no code with it.
 
-use crate::common;
-
 use crate::common::*;
 use uniskip::quality::{Corpus, Slice, TeacherForcing, WindowShape};
 use uniskip::skip::{Depth, Mask, StrategySpec, plan};

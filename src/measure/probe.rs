@@ -1,5 +1,5 @@
 //! The cost-model probe: decode time per token at a few depths on this machine, fitted to
-//! `a + b * active_blocks` (DESIGN.md section 4), and cached per model file and threads.
+//! `a + b * active_blocks` (docs/DESIGN.md section 4), and cached per model file and threads.
 //!
 //! The probe decodes a short stretch at each depth, several rounds interleaved, and fits
 //! the per-depth medians; a few seconds on SmolLM2. The fit is what `--speedup-mode
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::speed::{self, median};
 use crate::engine::{LlamaToken, Result, Session};
-use crate::skip::{CostModel, Depth, StrategySpec, plan};
+use crate::skip::{CostModel, Depth, Plan, StrategySpec, plan};
 
 /// A fitted cost model with the measurements behind it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,9 +55,9 @@ pub fn measure(
         .map(|&k| speed::Config {
             label: format!("{k} blocks"),
             batch: session.n_seq(),
-            schedule: speed::Schedule::Fixed(
+            plan: Some(Plan::fixed(
                 plan(&StrategySpec::Unified, n_layer, Depth::Kept(k), 0).expect("2..=L blocks"),
-            ),
+            )),
         })
         .collect();
     let results = speed::measure(

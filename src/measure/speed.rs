@@ -5,49 +5,17 @@
 //! batch, then decodes a fixed number of tokens per sequence one step at a time, all
 //! sequences together under the step's mask, feeding back the most likely token and
 //! ignoring end-of-generation (so every configuration runs exactly the same number of
-//! steps). Decode step `s` (1-based, as in [`crate::engine::generate`]) uses the schedule's
+//! steps). Decode step `s` (1-based, as in [`crate::engine::generate`]) uses the plan's
 //! mask for step `s`. Rounds rotate the order of the configurations, so slow drifts of a
 //! shared machine hit all of them alike; a warm-up round is run first and discarded.
 
 use std::time::{Duration, Instant};
 
 use crate::engine::{BatchToken, LlamaToken, Result, Session};
-use crate::skip::Mask;
+use crate::skip::{Mask, Plan};
 
 /// Decode steps per configuration in the warm-up round (at most the measured steps).
 pub const WARMUP_STEPS: usize = 8;
-
-/// The masks of a configuration, per decode step.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Schedule {
-    /// The hook stays unset: llama.cpp's own path, for comparing with full depth via the
-    /// hook.
-    Unset,
-    /// One mask for every step.
-    Fixed(Mask),
-    /// `masks[s]` for step `s`; steps past the end use the last one.
-    Steps(Vec<Mask>),
-}
-
-impl Schedule {
-    /// The mask of decode step `step` (`None`: hook unset).
-    pub fn mask(&self, step: usize) -> Option<&Mask> {
-        match self {
-            Schedule::Unset => None,
-            Schedule::Fixed(m) => Some(m),
-            Schedule::Steps(v) => v.get(step.min(v.len().saturating_sub(1))),
-        }
-    }
-
-    /// Mean number of computed blocks over steps `1..=steps` (all blocks when unset).
-    pub fn mean_active(&self, n_layer: usize, steps: usize) -> f64 {
-        let steps = steps.max(1);
-        (1..=steps)
-            .map(|s| self.mask(s).map_or(n_layer, Mask::n_active) as f64)
-            .sum::<f64>()
-            / steps as f64
-    }
-}
 
 /// One configuration to measure.
 #[derive(Debug, Clone)]
@@ -56,8 +24,9 @@ pub struct Config {
     pub label: String,
     /// Sequences decoded together (a session with that many sequences must be given).
     pub batch: usize,
-    /// The masks.
-    pub schedule: Schedule,
+    /// The masks per decode step; `None` leaves the hook unset (llama.cpp's own path, to
+    /// compare with full depth through the hook).
+    pub plan: Option<Plan>,
 }
 
 /// Measured speed of one configuration, per round (warm-up excluded).
@@ -95,14 +64,15 @@ pub fn spread(values: &[f64]) -> (f64, f64) {
 }
 
 /// Prefills `prompt` for every sequence of the session at full depth, then decodes `steps`
-/// tokens per sequence under `schedule`; returns the prefill and the decode time.
+/// tokens per sequence under `plan` (`None`: hook unset); returns the prefill and the
+/// decode time.
 ///
 /// The session's batch size must hold the prompt of every sequence at once.
 pub fn time_once(
     session: &mut Session<'_>,
     prompt: &[LlamaToken],
     steps: usize,
-    schedule: &Schedule,
+    plan: Option<&Plan>,
 ) -> Result<(Duration, Duration)> {
     session.clear();
     let n_seq = session.n_seq();
@@ -136,7 +106,7 @@ pub fn time_once(
         for (t, &i) in batch.iter_mut().zip(&outputs) {
             t.token = argmax(session.logits(i));
         }
-        outputs = session.decode(&batch, schedule.mask(step))?;
+        outputs = session.decode(&batch, plan.map(|p| p.mask(step)))?;
     }
     Ok((prefill_time, start.elapsed()))
 }
@@ -149,8 +119,8 @@ pub fn time_decode(
     steps: usize,
     mask: Option<&Mask>,
 ) -> Result<Duration> {
-    let schedule = mask.map_or(Schedule::Unset, |m| Schedule::Fixed(m.clone()));
-    time_once(session, prompt, steps, &schedule).map(|(_, decode)| decode)
+    let plan = mask.map(|m| Plan::fixed(m.clone()));
+    time_once(session, prompt, steps, plan.as_ref()).map(|(_, decode)| decode)
 }
 
 fn argmax(logits: &[f32]) -> LlamaToken {
@@ -207,7 +177,7 @@ pub fn measure(
             } else {
                 steps
             };
-            let (pt, dt) = time_once(session, prompt, n, &configs[c].schedule)?;
+            let (pt, dt) = time_once(session, prompt, n, configs[c].plan.as_ref())?;
             if round > 0 {
                 let n_seq = configs[c].batch as f64;
                 out[c]
@@ -232,17 +202,5 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
         assert_eq!(spread(&[3.0, 1.0, 2.0]), (1.0, 3.0));
-    }
-
-    #[test]
-    fn a_step_schedule_holds_its_last_mask_and_averages_depth() {
-        let a = Mask::full(4);
-        let b = Mask::from_skip_list("1", 4).unwrap();
-        let s = Schedule::Steps(vec![a.clone(), a.clone(), b.clone()]);
-        assert_eq!(s.mask(1), Some(&a));
-        assert_eq!(s.mask(9), Some(&b));
-        assert_eq!(s.mean_active(4, 2), 3.5);
-        assert_eq!(Schedule::Unset.mask(1), None);
-        assert_eq!(Schedule::Unset.mean_active(4, 3), 4.0);
     }
 }

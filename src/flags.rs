@@ -1,12 +1,14 @@
-//! Flags shared by the commands that load a model and generate.
+//! Flags shared by the apps that load a model and generate (the commands and the chat).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use clap::builder::TypedValueParser as _;
 
 use crate::engine::{ContextOptions, ModelOptions, PrefillPolicy, Sampling};
-use crate::skip::{CostModel, Depth, Mask, SpeedupMode, Strategy, StrategySpec, plan};
+use crate::quality::{Corpus, WindowShape};
+use crate::skip::{CostModel, Mask, Plan, PlanSettings, SpeedupMode, Strategy};
 
 /// Which model to load and how to run it.
 #[derive(Debug, Clone, Args)]
@@ -54,7 +56,7 @@ impl ModelArgs {
     pub fn check_context(&self, model: &crate::engine::Model) -> Result<()> {
         let trained = model.n_ctx_train();
         if self.ctx as usize > trained {
-            return Err(super::BadInput(format!(
+            return Err(crate::error::BadInput(format!(
                 "--ctx {} is larger than the {trained} tokens {} was trained on; use --ctx {trained} or less",
                 self.ctx,
                 model.name()
@@ -91,11 +93,11 @@ impl ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SkipArgs {
     /// Target speedup R >= 1: keep floor(L/R) of the model's L blocks (1 = full depth).
-    #[arg(short = 's', long, value_name = "R", default_value_t = 1.0, value_parser = super::parse_speedup)]
+    #[arg(short = 's', long, value_name = "R", default_value_t = 1.0, value_parser = parse_speedup)]
     pub speedup: f64,
     /// How the kept blocks are placed: unified (the paper: first and last kept, the rest
     /// evenly spaced), early-exit, skipdecode, block, random, calibrated (from the model's
-    /// `uniskip calibrate` profile; `ppl` and `bench` load it).
+    /// `uniskip calibrate` profile).
     #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_strategy)]
     pub strategy: Strategy,
     /// Skip exactly these blocks instead, e.g. `10-19,22` (0-based, inclusive ranges).
@@ -106,8 +108,16 @@ pub struct SkipArgs {
     #[arg(long, value_name = "MODE", default_value = "layers", value_parser = parse_mode)]
     pub speedup_mode: SpeedupMode,
     /// Which blocks the prompt runs through: full (all; the paper's rule) or masked.
-    #[arg(long, value_enum, value_name = "P", default_value_t = PrefillPolicy::Full)]
+    #[arg(long, value_name = "P", default_value = "full", value_parser = prefill_parser())]
     pub prefill: PrefillPolicy,
+}
+
+/// `full` or `masked`, listed in `--help` and in the error for anything else.
+fn prefill_parser() -> impl clap::builder::TypedValueParser<Value = PrefillPolicy> {
+    clap::builder::PossibleValuesParser::new(["full", "masked"]).map(|s| match s.as_str() {
+        "masked" => PrefillPolicy::Masked,
+        _ => PrefillPolicy::Full,
+    })
 }
 
 fn parse_mode(s: &str) -> std::result::Result<SpeedupMode, String> {
@@ -125,39 +135,68 @@ fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
     Ok(strategy)
 }
 
-/// A resolved skip plan: the strategy with its parameters and the depth to reach.
-#[derive(Debug, Clone)]
-pub struct SkipPlan {
-    /// The strategy and its parameters.
-    pub spec: StrategySpec,
-    /// The target depth.
-    pub depth: Depth,
-    /// The model's block count.
-    pub n_layer: usize,
-    /// The target speedup asked for.
-    pub target: f64,
-}
-
-impl SkipPlan {
-    /// The mask of decode step `step`.
-    pub fn mask(&self, step: usize) -> Mask {
-        plan(&self.spec, self.n_layer, self.depth, step).expect("validated when the plan was made")
-    }
-
-    /// The target speedup the plan was made for (block count ratio for manual masks).
-    pub fn target(&self) -> f64 {
-        match (&self.spec, self.depth) {
-            (StrategySpec::Manual { mask }, _) => self.n_layer as f64 / mask.n_active() as f64,
-            _ => self.target,
-        }
-    }
-}
-
 impl SkipArgs {
+    /// The masks of the model's calibration profile when `--strategy calibrated` asks for
+    /// them (`explicit` file, else the model's cached one, checked against the model file's
+    /// sha256); `None` for the other strategies. Without a model file (`plan --layers`)
+    /// there is no profile to load.
+    pub fn calibration_masks(
+        &self,
+        model_path: Option<&Path>,
+        explicit: Option<&Path>,
+    ) -> Result<Option<Vec<Mask>>> {
+        if self.strategy != Strategy::Calibrated || self.skip_layers.is_some() {
+            return Ok(None);
+        }
+        let Some(path) = model_path else {
+            return Err(crate::error::BadInput(
+                "--strategy calibrated needs a model's calibration profile: give -m MODEL \
+                 instead of --layers, or use `uniskip ppl` or `uniskip bench` to compare it"
+                    .into(),
+            )
+            .into());
+        };
+        let sha = crate::models::file_sha256(path)?;
+        let found = crate::calibrate::require_profile(&sha, explicit, path)?;
+        Ok(Some(found.profile.masks()))
+    }
+
+    /// The plan settings these flags ask for, with SkipDecode's ramp length
+    /// `planned_len`, the random strategy's `seed`, the cost model that `--speedup-mode
+    /// measured` needs and the masks of the model's calibration profile (if loaded).
+    pub fn settings(
+        &self,
+        n_layer: usize,
+        planned_len: usize,
+        seed: u64,
+        cost: Option<&CostModel>,
+        profile: Option<&[Mask]>,
+    ) -> Result<PlanSettings> {
+        if let Some(list) = &self.skip_layers {
+            let mask = Mask::from_skip_list(list, n_layer)
+                .with_context(|| format!("--skip-layers {list}"))?;
+            return Ok(PlanSettings {
+                planned_len,
+                seed,
+                ..PlanSettings::manual(mask)
+            });
+        }
+        Ok(PlanSettings {
+            strategy: self.strategy,
+            target: self.speedup,
+            mode: self.speedup_mode,
+            cost: cost.copied(),
+            seed,
+            planned_len,
+            profile: profile.map(<[Mask]>::to_vec),
+            manual: None,
+        })
+    }
+
     /// Plans for a model with `n_layer` blocks in `layers` mode; `planned_len` is
     /// SkipDecode's ramp length, `seed` the random strategy's seed. `--speedup-mode
     /// measured` and the calibrated strategy need [`SkipArgs::plan_with`].
-    pub fn plan(&self, n_layer: usize, planned_len: usize, seed: u64) -> Result<SkipPlan> {
+    pub fn plan(&self, n_layer: usize, planned_len: usize, seed: u64) -> Result<Plan> {
         self.plan_with(n_layer, planned_len, seed, None, None)
     }
 
@@ -169,53 +208,50 @@ impl SkipArgs {
         planned_len: usize,
         seed: u64,
         cost: Option<&CostModel>,
-        calibrated: Option<&[Mask]>,
-    ) -> Result<SkipPlan> {
-        let (spec, depth) = if let Some(list) = &self.skip_layers {
-            let mask = Mask::from_skip_list(list, n_layer)
-                .with_context(|| format!("--skip-layers {list}"))?;
-            let kept = mask.n_active();
-            (
-                StrategySpec::Manual { mask },
-                Depth::Kept(kept.clamp(2, n_layer)),
-            )
-        } else {
-            let spec = match self.strategy {
-                Strategy::SkipDecode => StrategySpec::SkipDecode {
-                    planned_len: planned_len.max(1),
-                },
-                Strategy::Random => StrategySpec::Random { seed },
-                Strategy::Calibrated => match calibrated {
-                    Some(masks) => StrategySpec::Calibrated {
-                        masks: masks.to_vec(),
-                    },
-                    None => {
-                        return Err(super::BadInput(
-                            "--strategy calibrated needs the model's calibration profile, \
-                             which this command does not load: use `uniskip ppl` or \
-                             `uniskip bench`"
-                                .into(),
-                        )
-                        .into());
-                    }
-                },
-                other => StrategySpec::default_for(other).expect("not manual"),
-            };
-            let depth = self
-                .speedup_mode
-                .depth(self.speedup, n_layer, cost)
-                .with_context(|| format!("--speedup {}", self.speedup))?;
-            (spec, depth)
-        };
-        let plan = SkipPlan {
-            spec,
-            depth,
-            n_layer,
-            target: self.speedup,
-        };
-        crate::skip::plan(&plan.spec, n_layer, depth, 0)
-            .with_context(|| format!("--speedup {}", self.speedup))?;
-        Ok(plan)
+        profile: Option<&[Mask]>,
+    ) -> Result<Plan> {
+        let settings = self.settings(n_layer, planned_len, seed, cost, profile)?;
+        Plan::new(settings, n_layer).with_context(|| match &self.skip_layers {
+            Some(list) => format!("--skip-layers {list}"),
+            None => format!("--speedup {}", self.speedup),
+        })
+    }
+}
+
+/// The text a quality measurement reads, and how it is cut into windows.
+///
+/// The defaults are those of `ppl` and `bench`; `calibrate` lowers them with `mut_arg`.
+#[derive(Debug, Clone, Args)]
+pub struct CorpusArgs {
+    /// Text: `shakespeare` (default) or a UTF-8 file or directory.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<String>,
+    /// Windows in the slice.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub windows: u32,
+    /// Prefix tokens per window (full depth).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub prefix: u32,
+    /// Continuation tokens per window (scored; under the mask where one applies).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub continuation: u32,
+}
+
+impl CorpusArgs {
+    /// How each window is cut.
+    pub fn shape(&self) -> WindowShape {
+        WindowShape {
+            prefix: self.prefix as usize,
+            continuation: self.continuation as usize,
+        }
+    }
+
+    /// Loads the text.
+    pub fn load(&self) -> Result<Corpus> {
+        Corpus::load(self.corpus.as_deref())
     }
 }
 
@@ -272,4 +308,19 @@ fn float_in(lo: f32, hi: f32) -> impl Fn(&str) -> std::result::Result<f32, Strin
             ))
         }
     }
+}
+
+/// Parses a target speedup: a finite number >= 1 (the upper bound depends on the model and
+/// is checked once its block count is known).
+pub fn parse_speedup(s: &str) -> std::result::Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; give a speedup such as 1.5"))?;
+    if !r.is_finite() || r < 1.0 {
+        return Err(format!(
+            "{s} is out of range: a speedup is a number >= 1 (1 = full depth) and at most half the model's block count"
+        ));
+    }
+    Ok(r)
 }
