@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use crate::error::BadInput;
 use crate::engine::{Model, ModelOptions};
+use crate::error::BadInput;
 use crate::quality::Corpus;
 use crate::tokcheck::{self, ReferenceError, Report};
 

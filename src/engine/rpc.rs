@@ -338,8 +338,8 @@ extern "C" fn lost_server(message: *const c_char) {
             .trim()
             .to_string()
     };
-    // Whatever was generated is on stdout already; make sure the last piece is too.
-    let _ = std::io::stdout().flush();
+    // Neither stdout nor stderr through Rust's locks: the thread blocked in llama.cpp may
+    // hold them (`run` keeps stdout locked while it streams, flushing every piece).
     if let Ok(guard) = LAST_WORDS.try_lock()
         && let Some(f) = *guard
     {
@@ -349,14 +349,16 @@ extern "C" fn lost_server(message: *const c_char) {
         .try_lock()
         .map(|r| r.iter().map(|d| d.endpoint.clone()).collect())
         .unwrap_or_default();
-    if message.contains("RPC") {
-        eprintln!(
-            "\nerror: lost the connection to an RPC server ({}): {message}; the output so far is kept. Check that every `uniskip rpc-server` is still running",
+    let line = if message.contains("RPC") {
+        format!(
+            "\nerror: lost the connection to an RPC server ({}): {message}; the output so far is kept. Check that every `uniskip rpc-server` is still running\n",
             servers.join(", ")
-        );
+        )
     } else {
-        eprintln!("\nerror: llama.cpp stopped: {message}");
-    }
+        format!("\nerror: llama.cpp stopped: {message}\n")
+    };
+    // SAFETY: writes a live buffer to the standard error descriptor.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
     // Not exit(): C++ static destructors would run while other threads still use them.
     // SAFETY: ends the process at once with status 1.
     unsafe { libc::_exit(1) }

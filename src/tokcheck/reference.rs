@@ -17,13 +17,21 @@ pub enum ReferenceError {
         hint
     )]
     NotFound {
+        /// The GGUF file.
         model: PathBuf,
+        /// The tokenizer files looked for.
         tried: Vec<PathBuf>,
+        /// What else to try, appended to the message (may be empty).
         hint: String,
     },
     /// The file cannot be read or is not a tokenizer the crate understands.
     #[error("cannot load tokenizer {}: {reason}", path.display())]
-    Broken { path: PathBuf, reason: String },
+    Broken {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A loaded `tokenizer.json`.
