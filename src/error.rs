@@ -37,8 +37,7 @@ fn is_user_error(cause: &(dyn Error + 'static)) -> bool {
     }
     ask!(
         crate::models::ModelError,
-        crate::models::HeaderError,
-        crate::models::InvalidModel,
+        crate::gguf::InvalidModel,
         crate::skip::PlanError,
         crate::skip::CostError,
         crate::skip::SettingsError,

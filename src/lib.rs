@@ -1,13 +1,21 @@
 //! uniskip: Unified Layer Skipping for GGUF models on llama.cpp.
 //!
-//! - [`skip`]: pure planning: masks, strategies, the cost model (no llama.cpp).
-//! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation.
-//! - [`models`]: the model catalog, and fetching models into the local cache.
-//! - [`quality`]: perplexity and divergence from full depth, teacher-forced on a corpus.
-//! - [`calibrate`]: which blocks to skip for each kept count, searched on text.
-//! - [`tokcheck`]: llama.cpp's tokenizer checked against the model's original one.
-//! - [`bench`](mod@bench): speed and quality of every strategy, side by side.
-//! - [`utc`]: the clock as reports, profiles and file names write it.
+//! Dependencies point one way (docs/DESIGN.md section 7): the apps on top, the services
+//! below them, the engine below those, and two pure modules apart.
+//!
+//! - Apps: [`cli`] (the commands), [`chat`] (the terminal chat), [`flags`] (the clap flags
+//!   they share), [`error`] (whose fault an error is, and the exit code).
+//! - Services: [`bench`](mod@bench) (speed and quality of every strategy, side by side),
+//!   [`quality`] (perplexity and divergence from full depth, teacher-forced),
+//!   [`calibrate`] (which blocks to skip for each kept count, searched on text),
+//!   [`measure`] (decode timing and the cost-model probe), [`models`] (the catalog and
+//!   fetching models into the local cache), [`tokcheck`] (llama.cpp's tokenizer checked
+//!   against the model's original tokenizer.json), [`utc`] (the clock reports write).
+//! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation (with
+//!   lossless decoding: drafts checked by full depth, [`engine::speculative`]); the only
+//!   code that talks to llama.cpp and the only `unsafe`.
+//! - Pure: [`skip`] (masks, strategies, the plan of a run, the cost model) and [`gguf`]
+//!   (bounds-checked reading of GGUF files before llama.cpp sees them).
 
 pub mod bench;
 pub mod calibrate;
@@ -16,6 +24,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod flags;
+pub mod gguf;
 pub mod measure;
 pub mod models;
 pub mod quality;

@@ -4,19 +4,24 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The module itself, not the uniskip crate: fuzzing must not build llama.cpp.
-#[path = "../../src/models/validate.rs"]
-#[allow(dead_code)]
-mod validate;
+// The module itself, not the uniskip crate: fuzzing must not build llama.cpp. `src/gguf` is
+// pure (std and thiserror only), and its submodules resolve next to its `mod.rs`.
+#[path = "../../src/gguf/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod gguf;
 
 fuzz_target!(|data: &[u8]| {
-    match validate::validate_bytes(data) {
+    match gguf::validate_bytes(data) {
         Ok(s) => {
             // What a caller relies on when a file passes.
             assert!(s.data_offset <= s.file_size);
             assert_eq!(s.data_offset % s.alignment, 0);
-            assert!((1..=validate::MAX_BLOCK_COUNT as usize).contains(&s.block_count));
-            assert!(validate::ARCHITECTURES.contains(&s.architecture.as_str()));
+            assert!((1..=gguf::MAX_BLOCK_COUNT as usize).contains(&s.block_count));
+            assert!(gguf::ARCHITECTURES.contains(&s.architecture.as_str()));
+            // What is kept is bounded by what the file holds.
+            assert_eq!(s.tensors.len() as u64, s.n_tensors);
+            assert!(s.tensors.iter().all(|t| t.shape.len() <= 4 && t.name.len() <= 63));
+            assert!(s.array_elements <= data.len() as u64);
         }
         Err(problem) => {
             let message = problem.to_string();

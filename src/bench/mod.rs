@@ -5,10 +5,12 @@
 //! - speed comes from [`crate::measure::speed`] (interleaved rounds, medians).
 //! - quality comes from [`crate::quality`] (teacher-forced, against full depth).
 //! - [`report`]: the JSON record and the Markdown tables; [`svg`]: the charts.
+//! - [`lossless`]: lossless decoding against plain full depth, per prompt.
 //! - [`machine`]: where (when: [`crate::utc`]).
 //! - [`soak`]: the long run with its replay oracle.
 
 pub mod grid;
+pub mod lossless;
 pub mod machine;
 pub mod report;
 pub mod run;

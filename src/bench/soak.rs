@@ -210,6 +210,7 @@ pub fn soak(
                 prefill,
                 sampling: &sampling,
                 interrupt: None,
+                lossless: None,
             },
             &mut |step| {
                 if step == switch_at

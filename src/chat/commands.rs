@@ -74,6 +74,13 @@ pub const COMMANDS: &[SlashCommand] = &[
         run: strategy,
     },
     SlashCommand {
+        name: "lossless",
+        aliases: &[],
+        args: "",
+        does: "lossless decoding on / off, like Ctrl+O",
+        run: lossless,
+    },
+    SlashCommand {
         name: "help",
         aliases: &[],
         args: "",
@@ -211,6 +218,10 @@ fn strategy(state: &mut State, arg: &str) -> Vec<Effect> {
             Vec::new()
         }
     }
+}
+
+fn lossless(state: &mut State, _: &str) -> Vec<Effect> {
+    super::key_actions::lossless_on_off(state)
 }
 
 fn help(state: &mut State, _: &str) -> Vec<Effect> {

@@ -2,7 +2,7 @@
 //! mode and the prefill policy. Changed by keys and commands on the UI thread, read by the
 //! engine thread before every decode call.
 
-use crate::engine::PrefillPolicy;
+use crate::engine::{Drafter, PrefillPolicy};
 use crate::skip::{CostModel, Mask, Plan, PlanSettings, SpeedupMode, Strategy};
 
 /// The strategies the strategy key cycles through, in order. `manual` is not among them:
@@ -25,12 +25,50 @@ pub struct SkipControls {
     plan: Plan,
     /// Which blocks the prompt runs through.
     pub prefill: PrefillPolicy,
+    /// Lossless decoding, when on: the drafter (the mask drafts, full depth verifies).
+    pub lossless: Option<Drafter>,
+    /// The drafter lossless decoding uses when toggled on.
+    pub drafter: Drafter,
+    /// Most tokens drafted per round.
+    pub draft_max: usize,
 }
 
 impl SkipControls {
     /// Controls starting from `plan`.
     pub fn new(plan: Plan, prefill: PrefillPolicy) -> SkipControls {
-        SkipControls { plan, prefill }
+        SkipControls {
+            plan,
+            prefill,
+            lossless: None,
+            drafter: Drafter::default(),
+            draft_max: crate::engine::speculative::DRAFT_MAX_DEFAULT,
+        }
+    }
+
+    /// Turns lossless decoding on or off.
+    pub fn toggle_lossless(&mut self) {
+        self.lossless = match self.lossless {
+            Some(_) => None,
+            None => Some(self.drafter),
+        };
+    }
+
+    /// The mask lossless decoding drafts under at step `step`: the plan's, or a unified
+    /// mask at the default drafting target when the plan keeps every block (drafting at
+    /// full depth gains nothing).
+    pub fn draft_mask(&self, step: usize) -> Mask {
+        let mask = self.mask(step);
+        if !mask.is_full() {
+            return mask;
+        }
+        Plan::new(
+            PlanSettings::new(
+                Strategy::Unified,
+                crate::cli::lossless_args::DEFAULT_DRAFT_SPEEDUP,
+            ),
+            self.n_layer(),
+        )
+        .map_or(mask, |p| p.mask(step).clone())
     }
 
     /// The plan of the current settings.

@@ -224,12 +224,26 @@ fn stream_reply(
             prefill,
             sampling: &setup.sampling,
             interrupt: Some(&stop_asked),
+            lossless: track
+                .controls
+                .lossless
+                .map(|drafter| crate::engine::Lossless {
+                    drafter,
+                    draft_max: track.controls.draft_max,
+                    draft_model: None,
+                }),
         },
         &mut |step| {
             // Read the latest settings before every decode call: a change made while
             // the reply streams applies from the next token.
+            let lossless = track.controls.lossless.is_some();
             track.controls = shared.controls();
-            let mask = track.controls.mask(step);
+            // Lossless decoding keeps its setting for the whole reply; the mask drafts.
+            let mask = if lossless {
+                track.controls.draft_mask(step)
+            } else {
+                track.controls.mask(step)
+            };
             track.kept_min = track.kept_min.min(mask.n_active());
             track.kept_max = track.kept_max.max(mask.n_active());
             if track.last_mask.as_ref() != Some(&mask) {
@@ -272,6 +286,7 @@ fn reply_stats(generation: &Generation, track: &DepthTrack, n_layer: usize) -> R
         target: track.controls.target(),
         strategy: track.controls.strategy().name().into(),
         mode: track.controls.mode().name().into(),
+        lossless_acceptance: generation.speculation.as_ref().map(|s| s.acceptance_rate()),
     }
 }
 

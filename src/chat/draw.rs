@@ -201,11 +201,20 @@ pub fn status_lines(state: &State, width: u16) -> Vec<Line<'static>> {
             },
             value,
         ),
-        Span::styled(" · prefill ", dim),
+        // Lossless decoding always prefills at full depth: it takes the prefill's place.
         Span::styled(
-            match c.prefill {
-                crate::engine::PrefillPolicy::Full => "full",
-                crate::engine::PrefillPolicy::Masked => "masked",
+            if c.lossless.is_some() {
+                " · lossless "
+            } else {
+                " · prefill "
+            },
+            dim,
+        ),
+        Span::styled(
+            match (c.lossless, c.prefill) {
+                (Some(d), _) => d.name(),
+                (None, crate::engine::PrefillPolicy::Full) => "full",
+                (None, crate::engine::PrefillPolicy::Masked) => "masked",
             },
             value,
         ),

@@ -116,6 +116,24 @@ fn cycle_strategy(state: &mut State, forward: bool) -> Vec<Effect> {
     state.set_controls(c)
 }
 
+pub(super) fn toggle_lossless(state: &mut State, _: &KeyEvent) -> Vec<Effect> {
+    lossless_on_off(state)
+}
+
+/// Lossless decoding on or off, from the next reply (Ctrl+O and `/lossless`).
+pub(super) fn lossless_on_off(state: &mut State) -> Vec<Effect> {
+    let mut c = state.controls.clone();
+    c.toggle_lossless();
+    state.flash = Some(match c.lossless {
+        Some(d) => format!(
+            "lossless on ({} drafts, full depth verifies) from the next reply",
+            d.name()
+        ),
+        None => "lossless off from the next reply".into(),
+    });
+    state.set_controls(c)
+}
+
 pub(super) fn toggle_mode(state: &mut State, _: &KeyEvent) -> Vec<Effect> {
     let mut c = state.controls.clone();
     if c.mode() == SpeedupMode::Layers && c.cost().is_none() {

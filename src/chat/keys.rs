@@ -258,6 +258,10 @@ pub const KEYS: &[KeyRow] = &[
         &[ctrl('t', toggle_mode)],
     ),
     row(
+        "lossless decoding on / off (drafts checked by full depth)",
+        &[ctrl('o', toggle_lossless)],
+    ),
+    row(
         "stop the reply; on an empty input, quit",
         &[ctrl('c', stop_or_quit)],
     ),

@@ -79,6 +79,9 @@ pub struct ChatArgs {
     /// How tokens are drawn.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Lossless decoding (Ctrl+O or /lossless toggle it while chatting).
+    #[command(flatten)]
+    pub lossless: crate::cli::lossless_args::LosslessArgs,
     /// System prompt to start with (`/system TEXT` changes it later).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
@@ -152,7 +155,16 @@ pub fn run(args: ChatArgs) -> Result<()> {
         cost.as_ref(),
         profile.as_deref(),
     )?;
-    let controls = SkipControls::new(plan, args.skip.prefill);
+    let mut controls = SkipControls::new(plan, args.skip.prefill);
+    if args.lossless.draft_model.is_some() {
+        return Err(crate::error::BadInput(
+            "chat drafts with the mask and n-gram lookup only: leave out --draft-model".into(),
+        )
+        .into());
+    }
+    controls.lossless = args.lossless.drafter()?;
+    controls.drafter = args.lossless.drafter.unwrap_or_default();
+    controls.draft_max = args.lossless.draft_max as usize;
 
     let system = args.system.clone().or(loaded.system.clone());
     let mut writer = match &resume_path {

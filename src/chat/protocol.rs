@@ -92,6 +92,9 @@ pub struct ReplyStats {
     pub strategy: String,
     /// The speedup mode at the end of the reply.
     pub mode: String,
+    /// Lossless decoding: the share of drafted tokens full depth kept (absent when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless_acceptance: Option<f64>,
 }
 
 impl ReplyStats {
@@ -124,6 +127,9 @@ impl ReplyStats {
             "{} tok · {:.1} tok/s · {blocks} · target {:.2}x {}",
             self.tokens, self.decode_tok_s, self.target, self.strategy
         );
+        if let Some(a) = self.lossless_acceptance {
+            s.push_str(&format!(" · lossless, {:.0}% of drafts kept", 100.0 * a));
+        }
         if self.mode != "layers" {
             s.push_str(&format!(" ({})", self.mode));
         }
@@ -218,6 +224,7 @@ impl ReplyStats {
             target: 30.0 / kept as f64,
             strategy: "unified".into(),
             mode: "layers".into(),
+            lossless_acceptance: None,
         }
     }
 }

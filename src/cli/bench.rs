@@ -33,7 +33,8 @@ Writes the Markdown table to stdout and the JSON record, the table and the SVG c
 
 Examples:
   uniskip bench -t 2
-  uniskip bench -t 2 --strategies unified,early-exit --targets 1.5,2 --batch 1 --rounds 3"
+  uniskip bench -t 2 --strategies unified,early-exit --targets 1.5,2 --batch 1 --rounds 3
+  uniskip bench -t 2 --lossless --draft-targets 1.25,2 --rounds 3"
 )]
 pub struct BenchArgs {
     /// The model and how to run it.
@@ -102,6 +103,9 @@ pub struct BenchArgs {
     /// Print the JSON record on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// The lossless benchmark's flags.
+    #[command(flatten)]
+    pub lossless: super::bench_lossless::LosslessBenchArgs,
 }
 
 fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
@@ -114,6 +118,9 @@ fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
 
 /// Runs `uniskip bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.lossless.lossless {
+        return super::bench_lossless::run(&args.model, &args.lossless, args.rounds, args.json);
+    }
     let started = Instant::now();
     let path = args.model.resolve()?;
     let settings = BenchSettings {

@@ -1,8 +1,10 @@
 //! The command line: one module per subcommand, shared flags in [`args`].
 
 pub mod bench;
+pub mod bench_lossless;
 pub mod calibrate;
 pub mod check;
+pub mod lossless_args;
 pub mod plan;
 pub mod ppl;
 pub mod progress;

@@ -58,7 +58,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
         Some(l) => (format!("a model with {l} blocks"), l as usize, None),
         None => {
             let path = args.model.resolve()?;
-            let header = crate::models::read_header(&path)?;
+            // The validator's summary is the header: no second parser runs here (see `gguf`).
+            let header = crate::gguf::validate_file(&path)?;
             let name = header
                 .name
                 .clone()

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::lossless_args::{LosslessArgs, drafting_plan};
 use crate::engine::{ChatMessage, Model, Request, StopReason, generate};
 use crate::error::BadInput;
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
@@ -37,7 +38,8 @@ pub fn describe_probe(probe: &Probe, n_layer: usize, from_cache: bool) -> String
   uniskip run -p 'The capital of France is' -n 32
   uniskip run --chat -p 'Write a haiku about rain' --speedup 1.5
   uniskip run -p 'Once upon a time' --skip-layers 10-19 --json
-  uniskip run -f prompt.txt --batch 8 --speedup 2")]
+  uniskip run -f prompt.txt --batch 8 --speedup 2
+  uniskip run --chat -p 'Repeat this list: ...' --lossless --drafter lookup")]
 pub struct RunArgs {
     /// The model and how to run it.
     #[command(flatten)]
@@ -70,6 +72,12 @@ pub struct RunArgs {
     /// How tokens are drawn.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Lossless decoding.
+    #[command(flatten)]
+    pub lossless: LosslessArgs,
+    /// Never stop at end of text: decode exactly -n tokens (for measurements).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -131,7 +139,9 @@ fn describe_stop(stop: StopReason, n_ctx: usize) -> String {
 /// Runs `uniskip run`.
 pub fn run(args: RunArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
-    let sampling = args.sampling.sampling()?;
+    let mut sampling = args.sampling.sampling()?;
+    sampling.ignore_eos = args.ignore_eos;
+    args.lossless.drafter()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
     args.model.check_context(&model)?;
@@ -151,13 +161,26 @@ pub fn run(args: RunArgs) -> Result<()> {
         None
     };
     let profile = args.skip.calibration_masks(Some(&path), None)?;
-    let plan = args.skip.plan_with(
+    let mut plan = args.skip.plan_with(
         model.n_layer(),
         args.max_tokens as usize,
         u64::from(args.sampling.seed),
         probe.as_ref().map(|p| &p.cost),
         profile.as_deref(),
     )?;
+    let draft_model = args.lossless.load_draft_model(&args.model)?;
+    let lossless = args
+        .lossless
+        .config(&args.model, n_seq, draft_model.as_ref())?;
+    if lossless.is_some() {
+        plan = drafting_plan(
+            &args.skip,
+            plan,
+            model.n_layer(),
+            args.max_tokens as usize,
+            u64::from(args.sampling.seed),
+        )?;
+    }
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
         eprintln!("{w}");
@@ -195,6 +218,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             prefill: args.skip.prefill,
             sampling: &sampling,
             interrupt: None,
+            lossless,
         },
         &mut |step| {
             let m = plan.mask(step).clone();
@@ -248,6 +272,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             "kv_repair_tokens": generation.repair_tokens,
             "cpu_variant": crate::engine::cpu::variant(),
             "rpc_split": model.rpc_split(),
+            "lossless": lossless.is_some(),
+            "drafter": lossless.map(|l| l.drafter.name()),
+            "draft_tokens": generation.speculation.as_ref().map(|s| s.draft_tokens),
+            "accepted_tokens": generation.speculation.as_ref().map(|s| s.accepted_tokens),
+            "acceptance_rate": generation.speculation.as_ref().map(|s| s.acceptance_rate()),
+            "mean_draft_len": generation.speculation.as_ref().map(|s| s.mean_draft_len()),
+            "speculation": generation.speculation,
         });
         writeln!(stdout, "{value}")?;
     } else {
@@ -258,7 +289,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         } else if std::io::stdout().is_terminal() || !generation.texts[0].ends_with('\n') {
             let _ = writeln!(stdout);
         }
-        let depth = if plan.spec().depends_on_step() {
+        let depth = if let Some(s) = &generation.speculation {
+            format!(
+                "lossless ({} drafts, mask {}/{} blocks): {} drafted, {} kept ({:.0}%), {:.1} per round{}",
+                s.drafter.name(),
+                first.n_active(),
+                model.n_layer(),
+                s.draft_tokens,
+                s.accepted_tokens,
+                100.0 * s.acceptance_rate(),
+                s.mean_draft_len(),
+                if s.paused_at_end {
+                    ", drafting paused (slower than full depth)"
+                } else {
+                    ""
+                }
+            )
+        } else if plan.spec().depends_on_step() {
             format!(
                 "{} schedule, {} blocks at step 0",
                 plan.spec().strategy().name(),

@@ -10,7 +10,7 @@ pub enum EngineError {
     Backend(String),
     /// The file is not a model llama.cpp can safely load (checked before it sees it).
     #[error(transparent)]
-    InvalidModel(#[from] crate::models::InvalidModel),
+    InvalidModel(#[from] crate::gguf::InvalidModel),
     /// The model file could not be loaded.
     #[error("cannot load model {path}: {reason}")]
     Load {
@@ -62,6 +62,20 @@ pub enum EngineError {
         /// Sequences the context was created with.
         n_seq: usize,
     },
+    /// The draft model cannot draft for this model.
+    #[error(
+        "the draft model has a vocabulary of {draft} tokens but the model has {target}; \
+         a draft model must share the model's vocabulary"
+    )]
+    DraftVocabulary {
+        /// Tokens in the draft model's vocabulary.
+        draft: usize,
+        /// Tokens in the model's vocabulary.
+        target: usize,
+    },
+    /// The model drafter was chosen without a draft model.
+    #[error("the model drafter needs a draft model (--draft-model FILE)")]
+    NoDraftModel,
     /// llama_decode failed.
     #[error("decode failed: {0}")]
     Decode(String),

@@ -4,11 +4,17 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
+use llama_cpp_2::{
+    sampling::LlamaSampler,
+    token::{LlamaToken, logit_bias::LlamaLogitBias},
+};
 use serde::Serialize;
 
 use super::error::{EngineError, Result};
 use super::session::{BatchToken, Session};
+use super::speculative::{
+    Emitted, Entry, Lossless, Next, Picker, SpeculationStats, Speculator, rule::Rng,
+};
 use crate::skip::Mask;
 
 /// Sampling settings. `temperature <= 0` means greedy.
@@ -28,6 +34,9 @@ pub struct Sampling {
     pub repeat_last_n: i32,
     /// Seed of the random choice.
     pub seed: u32,
+    /// Never choose an end-of-generation token: decode exactly the token limit (for
+    /// measurements).
+    pub ignore_eos: bool,
 }
 
 impl Sampling {
@@ -41,11 +50,36 @@ impl Sampling {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: 0,
+            ignore_eos: false,
         }
     }
 
-    fn chain(&self, n_vocab: i32) -> LlamaSampler {
+    /// How tokens are picked: by llama.cpp's chain, or — for lossless decoding with
+    /// sampling, whose rejection rule needs the probabilities — by the chain's shaping
+    /// stages and a random source seeded alike.
+    fn picker(&self, model: &super::Model, lossless: bool) -> Picker {
+        if lossless && self.temperature > 0.0 {
+            Picker::Shaped {
+                shape: LlamaSampler::chain_simple(self.stages(model, false)),
+                rng: Rng::new(u64::from(self.seed)),
+            }
+        } else {
+            Picker::Chain(LlamaSampler::chain_simple(self.stages(model, true)))
+        }
+    }
+
+    /// The sampler stages, with the final draw (`draw`) or without it.
+    fn stages(&self, model: &super::Model, draw: bool) -> Vec<LlamaSampler> {
+        let n_vocab = model.n_vocab() as i32;
         let mut stages = Vec::new();
+        if self.ignore_eos {
+            let never: Vec<LlamaLogitBias> = model
+                .end_of_generation_tokens()
+                .into_iter()
+                .map(|t| LlamaLogitBias::new(t, f32::NEG_INFINITY))
+                .collect();
+            stages.push(LlamaSampler::logit_bias(n_vocab, &never));
+        }
         if self.repeat_penalty != 1.0 {
             stages.push(LlamaSampler::penalties(
                 n_vocab,
@@ -68,9 +102,11 @@ impl Sampling {
                 stages.push(LlamaSampler::min_p(self.min_p, 1));
             }
             stages.push(LlamaSampler::temp(self.temperature));
-            stages.push(LlamaSampler::dist(self.seed));
+            if draw {
+                stages.push(LlamaSampler::dist(self.seed));
+            }
         }
-        LlamaSampler::chain_simple(stages)
+        stages
     }
 }
 
@@ -132,6 +168,8 @@ pub struct Generation {
     pub repair_tokens: u64,
     /// Time spent on those repairs.
     pub repair_time: Duration,
+    /// What drafting did (lossless decoding only).
+    pub speculation: Option<SpeculationStats>,
 }
 
 impl Generation {
@@ -153,6 +191,7 @@ impl Generation {
             decode_time: Duration::ZERO,
             repair_tokens: 0,
             repair_time: Duration::ZERO,
+            speculation: None,
         }
     }
 
@@ -236,6 +275,63 @@ pub struct Request<'a> {
     /// who pressed Ctrl+C should not wait for all of them. The cache keeps the batches
     /// already run, so the next prompt with the same beginning reuses them.
     pub interrupt: Option<&'a dyn Fn() -> bool>,
+    /// Lossless decoding: drafts checked by full depth, output equal to full depth's.
+    /// `mask_for_step` then gives the mask drafter's mask, every decode that produces
+    /// output runs at full depth, and the prompt runs through every block.
+    pub lossless: Option<Lossless<'a>>,
+}
+
+/// Hands chosen tokens to the output: text, streaming, and the per-sequence stops.
+struct Emitter<'f, 'p> {
+    out: Generation,
+    streams: Vec<Utf8Stream>,
+    live: Vec<bool>,
+    max_tokens: usize,
+    on_piece: &'f mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+    model: &'p super::Model,
+}
+
+impl Emitter<'_, '_> {
+    /// Emits `token` for `seq` at decode step `step`.
+    fn emit(&mut self, seq: usize, token: LlamaToken, step: usize) -> Emitted {
+        if self.model.is_end_of_generation(token) {
+            self.live[seq] = false;
+            self.out.stop[seq] = StopReason::EndOfGeneration;
+            return Emitted::Ended;
+        }
+        self.out.tokens[seq].push(token);
+        self.out.generated_tokens += 1;
+        let text = self.streams[seq].push(&self.model.token_bytes(token));
+        self.out.texts[seq].push_str(&text);
+        if (self.on_piece)(Piece {
+            seq,
+            text: &text,
+            step,
+        })
+        .is_break()
+        {
+            return Emitted::Stop;
+        }
+        if self.out.tokens[seq].len() >= self.max_tokens {
+            self.live[seq] = false;
+            self.out.stop[seq] = StopReason::MaxTokens;
+            return Emitted::Ended;
+        }
+        Emitted::Live
+    }
+
+    /// Marks every sequence still live as stopped by the caller.
+    fn stop_all(&mut self) {
+        for (stop, _) in self
+            .out
+            .stop
+            .iter_mut()
+            .zip(&self.live)
+            .filter(|(_, l)| **l)
+        {
+            *stop = StopReason::Stopped;
+        }
+    }
 }
 
 /// Generates for every prompt at once. `mask_for_step(step)` gives the mask of decode step
@@ -265,9 +361,20 @@ pub fn generate(
     let repair_before = session.repair_stats();
     let first_mask = mask_for_step(0);
     let full = Mask::full(model.n_layer());
-    let prefill_mask = match request.prefill {
-        PrefillPolicy::Full => &full,
-        PrefillPolicy::Masked => &first_mask,
+    let prefill_mask = match (request.prefill, &request.lossless) {
+        (PrefillPolicy::Masked, None) => &first_mask,
+        _ => &full,
+    };
+    let mut speculator = match request.lossless {
+        Some(config) => {
+            let banned = if request.sampling.ignore_eos {
+                model.end_of_generation_tokens()
+            } else {
+                Vec::new()
+            };
+            Some(Speculator::new(config, model, banned)?)
+        }
+        None => None,
     };
 
     // Prefill: reuse each sequence's cached common prefix; run the rest but the last token
@@ -284,7 +391,7 @@ pub fn generate(
         )
     };
     let mut prompt_tokens = 0;
-    let mut samplers: Vec<LlamaSampler> = Vec::with_capacity(n);
+    let mut pickers: Vec<Picker> = Vec::with_capacity(n);
     let mut last_tokens = Vec::with_capacity(n);
     for (seq, prompt) in request.prompts.iter().enumerate() {
         let Some((&last, _)) = prompt.split_last() else {
@@ -313,71 +420,65 @@ pub fn generate(
         });
         let mut sampling = request.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(seq as u32);
-        let mut chain = sampling.chain(model.n_vocab() as i32);
-        chain.accept_many(prompt.iter());
-        samplers.push(chain);
+        let mut picker = sampling.picker(model, request.lossless.is_some());
+        picker.accept_many(prompt);
+        pickers.push(picker);
     }
     if interrupted() {
         return Ok(stopped_in_prefill(prompt_tokens));
     }
-    let mut logit_index = session.decode(&last_tokens, Some(prefill_mask))?;
+    let logit_index = session.decode(&last_tokens, Some(prefill_mask))?;
     prompt_tokens += n;
-    let mut out = Generation::before_decoding(
-        n,
-        StopReason::MaxTokens,
-        prompt_tokens,
-        prefill_start.elapsed(),
-    );
-    let mut streams: Vec<Utf8Stream> = (0..n).map(|_| Utf8Stream::default()).collect();
-    let mut live: Vec<bool> = vec![true; n];
+    let mut next: Vec<Next> = logit_index.into_iter().map(Next::Logits).collect();
+    let mut emitter = Emitter {
+        out: Generation::before_decoding(
+            n,
+            StopReason::MaxTokens,
+            prompt_tokens,
+            prefill_start.elapsed(),
+        ),
+        streams: (0..n).map(|_| Utf8Stream::default()).collect(),
+        live: vec![true; n],
+        max_tokens: request.max_tokens,
+        on_piece,
+        model,
+    };
     let decode_start = Instant::now();
+    if let Some(s) = speculator.as_mut() {
+        s.start_clock();
+    }
     let mut repair_seen = repair_before;
 
     let mut step = 0;
-    let mut stopped = false;
     loop {
-        // Sample one token per live sequence from the logits of the previous decode.
+        // Choose one token per live sequence: from the logits of the previous decode, or
+        // the one verification already chose.
         let mut batch = Vec::with_capacity(n);
+        let mut stopped = false;
         for seq in 0..n {
-            if !live[seq] {
+            if !emitter.live[seq] {
                 continue;
             }
-            let token = samplers[seq].sample(session.context(), logit_index[seq] as i32);
-            if model.is_end_of_generation(token) {
-                live[seq] = false;
-                out.stop[seq] = StopReason::EndOfGeneration;
-                continue;
-            }
-            out.tokens[seq].push(token);
-            out.generated_tokens += 1;
-            let text = streams[seq].push(&model.token_bytes(token));
-            out.texts[seq].push_str(&text);
-            if on_piece(Piece {
-                seq,
-                text: &text,
-                step,
-            })
-            .is_break()
-            {
+            let token = match next[seq] {
+                Next::Logits(i) => pickers[seq].pick(session, i),
+                Next::Chosen(t) => t,
+            };
+            match emitter.emit(seq, token, step) {
+                Emitted::Live => batch.push(BatchToken {
+                    seq: seq as i32,
+                    token,
+                    logits: true,
+                }),
+                Emitted::Ended => {}
                 // Asked to stop: the other sequences are not sampled or shown this step.
-                stopped = true;
-                break;
+                Emitted::Stop => {
+                    stopped = true;
+                    break;
+                }
             }
-            if out.tokens[seq].len() >= request.max_tokens {
-                live[seq] = false;
-                out.stop[seq] = StopReason::MaxTokens;
-                continue;
-            }
-            batch.push(BatchToken {
-                seq: seq as i32,
-                token,
-                logits: true,
-            });
         }
         if stopped {
-            for (stop, _) in out.stop.iter_mut().zip(&live).filter(|(_, l)| **l) {
-                *stop = StopReason::Stopped;
-            }
+            emitter.stop_all();
             break;
         }
         if batch.is_empty() {
@@ -385,21 +486,49 @@ pub fn generate(
         }
         if session.n_cached() + batch.len() > session.n_ctx() {
             for t in &batch {
-                out.stop[t.seq as usize] = StopReason::ContextFull;
+                emitter.out.stop[t.seq as usize] = StopReason::ContextFull;
             }
             break;
         }
         step += 1;
         let mask = mask_for_step(step);
-        let indices = session.decode(&batch, Some(&mask))?;
-        for (t, i) in batch.iter().zip(indices) {
-            logit_index[t.seq as usize] = i;
+        if let Some(spec) = speculator.as_mut() {
+            let entries: Vec<Entry> = batch
+                .iter()
+                .map(|t| Entry {
+                    seq: t.seq,
+                    token: t.token,
+                    room: request.max_tokens - emitter.out.tokens[t.seq as usize].len(),
+                })
+                .collect();
+            let outcome =
+                spec.round(session, &entries, &mask, &mut pickers, &mut |seq, token| {
+                    emitter.emit(seq, token, step)
+                })?;
+            for (seq, chosen) in outcome.next {
+                next[seq as usize] = chosen;
+            }
+            if outcome.stopped {
+                emitter.stop_all();
+                break;
+            }
+        } else {
+            let indices = session.decode(&batch, Some(&mask))?;
+            for (t, i) in batch.iter().zip(indices) {
+                next[t.seq as usize] = Next::Logits(i);
+            }
         }
         let repair_now = session.repair_stats();
-        out.repair_tokens += repair_now.tokens - repair_seen.tokens;
-        out.repair_time += repair_now.time - repair_seen.time;
+        emitter.out.repair_tokens += repair_now.tokens - repair_seen.tokens;
+        emitter.out.repair_time += repair_now.time - repair_seen.time;
         repair_seen = repair_now;
     }
+    let Emitter {
+        mut out,
+        mut streams,
+        on_piece,
+        ..
+    } = emitter;
     for (seq, stream) in streams.iter_mut().enumerate() {
         let rest = stream.finish();
         if !rest.is_empty() {
@@ -411,6 +540,7 @@ pub fn generate(
             });
         }
     }
+    out.speculation = speculator.map(|s| s.stats());
     out.decode_time = decode_start.elapsed().saturating_sub(out.repair_time);
     Ok(out)
 }

@@ -17,6 +17,7 @@ mod prune;
 #[allow(unsafe_code)]
 pub mod rpc;
 mod session;
+pub mod speculative;
 
 pub use error::{EngineError, Result};
 pub use generate::{
@@ -27,3 +28,4 @@ pub use llama_cpp_2::token::LlamaToken;
 pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHITECTURES};
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
+pub use speculative::{Drafter, Lossless, SpeculationStats};

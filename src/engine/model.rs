@@ -30,7 +30,7 @@ pub struct ModelOptions {
 }
 
 /// How to create a context (a KV cache and its compute buffers).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ContextOptions {
     /// Context size in tokens, shared by all sequences.
     pub n_ctx: u32,
@@ -102,7 +102,7 @@ impl Model {
         let backend = backend()?;
         // llama.cpp aborts or allocates without bound on some malformed files: check the
         // structure ourselves first, so a bad file is one clear error.
-        crate::models::validate_file(path)?;
+        crate::gguf::validate_file(path)?;
         let mut params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
         let rpc_devices = if options.rpc.is_empty() {
             Vec::new()
@@ -209,6 +209,14 @@ impl Model {
     /// True for end-of-generation tokens (EOS, EOT, ...).
     pub fn is_end_of_generation(&self, token: LlamaToken) -> bool {
         self.model.vocab().is_eog(token)
+    }
+
+    /// Every end-of-generation token of the vocabulary.
+    pub fn end_of_generation_tokens(&self) -> Vec<LlamaToken> {
+        (0..self.n_vocab() as i32)
+            .map(LlamaToken)
+            .filter(|&t| self.is_end_of_generation(t))
+            .collect()
     }
 
     /// True when the model carries a chat template.

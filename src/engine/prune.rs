@@ -19,7 +19,7 @@ pub fn write_pruned_model(src: &Path, dst: &Path, pruned: &[usize]) -> Result<()
     };
     // The quantizer reads the file as llama.cpp's loader does: check it first, as
     // `Model::load` does, and check the list against it (llama.cpp does not).
-    let summary = crate::models::validate_file(src)?;
+    let summary = crate::gguf::validate_file(src)?;
     let n_layer = summary.block_count;
     if let Some(&bad) = pruned.iter().find(|&&i| i >= n_layer) {
         return Err(fail(format!(

@@ -4,8 +4,6 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-use super::InvalidModel;
-
 /// Everything that can go wrong while finding or fetching a model.
 ///
 /// Messages say what to do next; I/O errors keep their cause as [`std::error::Error::source`].
@@ -168,12 +166,5 @@ impl ModelError {
             self,
             ModelError::Unknown { .. } | ModelError::NotFound { .. } | ModelError::Missing { .. }
         )
-    }
-}
-
-impl InvalidModel {
-    /// Always the input's fault (exit code 2): the file is not a model llama.cpp can load.
-    pub fn is_user_error(&self) -> bool {
-        true
     }
 }

@@ -13,10 +13,8 @@
 mod archive;
 mod catalog;
 mod error;
-mod header;
 mod npm;
 mod pip;
-pub mod validate;
 mod verify;
 
 use std::ffi::OsString;
@@ -28,8 +26,6 @@ use std::time::Duration;
 
 pub use catalog::{Catalog, Entry, Format, Kind, Package};
 pub use error::ModelError;
-pub use header::{Header, HeaderError, read_header};
-pub use validate::{InvalidModel, validate_file};
 
 use archive::{HashWriter, copy_member, extract_dir, sha256_file};
 use verify::{verify_file, write_stamp};

@@ -26,6 +26,7 @@ fn gemma3_generates_under_a_unified_mask_and_the_mask_changes_its_output() {
                 prefill: PrefillPolicy::Full,
                 sampling: &sampling,
                 interrupt: None,
+                lossless: None,
             },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),

@@ -213,6 +213,7 @@ fn four_sequences_decoded_together_give_each_ones_greedy_tokens_alone() {
                 prefill: PrefillPolicy::Full,
                 sampling: &sampling,
                 interrupt: None,
+                lossless: None,
             },
             &mut |_| mask.clone(),
             &mut |_| std::ops::ControlFlow::Continue(()),

@@ -34,6 +34,7 @@ fn run(
             prefill: PrefillPolicy::Full,
             sampling: &Sampling::greedy(),
             interrupt,
+            lossless: None,
         },
         &mut |_| mask.clone(),
         &mut |_| ControlFlow::Continue(()),

@@ -4,6 +4,7 @@
 mod common;
 
 mod bench_cli;
+mod bounded_memory;
 mod calibrate;
 mod chat;
 mod cli;
@@ -11,6 +12,7 @@ mod gemma3;
 mod hook_oracles;
 mod hostile_input;
 mod interrupt;
+mod lossless;
 mod measured_mode;
 mod quality;
 mod rpc;

@@ -1,0 +1,207 @@
+//! `uniskip bench --lossless`: lossless decoding against plain full depth, per prompt.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::args::ModelArgs;
+use super::progress::{Progress, fmt_duration};
+use crate::bench::lossless::{BenchPrompt, LosslessBench, LosslessConfig, markdown};
+use crate::bench::machine::Machine;
+use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
+use crate::engine::{ChatMessage, Drafter, Model};
+use crate::skip::{Depth, Mask, StrategySpec, plan};
+use crate::utc;
+
+/// Ordinary chat prompts (name, text).
+const CHAT_PROMPTS: [(&str, &str); 3] = [
+    (
+        "chat: story",
+        "Write a short story about a robot who learns to paint.",
+    ),
+    (
+        "chat: explain",
+        "Explain why the sky is blue in simple words.",
+    ),
+    (
+        "chat: tips",
+        "Give me three tips for learning a new language.",
+    ),
+];
+
+/// Copy-heavy prompts: the reply repeats its input with a change.
+const COPY_PROMPTS: [(&str, &str); 2] = [
+    (
+        "copy: list",
+        "Repeat this list, one item per line, but write kiwi instead of lemon: apple, \
+         banana, cherry, grape, lemon, mango, orange, peach, pear, plum, apricot, melon.",
+    ),
+    (
+        "copy: sentences",
+        "Copy these sentences exactly: The train leaves the station at seven in the morning. \
+         It stops in three towns before it reaches the coast. Passengers can buy coffee and \
+         sandwiches on board. The journey takes about four hours.",
+    ),
+];
+
+/// Flags of the lossless benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct LosslessBenchArgs {
+    /// Benchmark lossless decoding instead of the strategy grid: plain full depth against
+    /// each drafter on chat and copy-heavy prompts (greedy, the model's chat template).
+    #[arg(long)]
+    pub lossless: bool,
+    /// Drafting targets of the mask drafter rows (unified masks).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1.25,1.5,2",
+        requires = "lossless"
+    )]
+    pub draft_targets: Vec<f64>,
+    /// Most tokens drafted per round.
+    #[arg(long, value_name = "K", default_value_t = DRAFT_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=DRAFT_MAX_LIMIT as i64),
+          requires = "lossless")]
+    pub draft_max: u32,
+    /// Use these prompts instead of the built-in ones (repeat the flag).
+    #[arg(long = "prompt", value_name = "TEXT", requires = "lossless")]
+    pub prompts: Vec<String>,
+    /// Most tokens generated per run.
+    #[arg(long, value_name = "N", default_value_t = 128, requires = "lossless",
+          value_parser = clap::value_parser!(u32).range(2..=4096))]
+    pub lossless_tokens: u32,
+    /// Never stop at end of text: decode exactly --lossless-tokens per run.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+/// Runs the lossless benchmark.
+pub fn run(
+    model_args: &ModelArgs,
+    args: &LosslessBenchArgs,
+    rounds: u32,
+    json: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    for &t in &args.draft_targets {
+        if !(t.is_finite() && t > 1.0) {
+            bail!("--draft-targets: {t} is not a drafting speedup (a number > 1)");
+        }
+    }
+    let machine = Machine::current();
+    let path = model_args.resolve()?;
+    let model = Model::load(&path, &model_args.model_options())?;
+    let n_layer = model.n_layer();
+    let chat = model.has_chat_template();
+    let texts: Vec<(String, String)> = if args.prompts.is_empty() {
+        CHAT_PROMPTS
+            .iter()
+            .chain(&COPY_PROMPTS)
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    } else {
+        args.prompts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("prompt {}", i + 1), t.clone()))
+            .collect()
+    };
+    let prompts = texts
+        .into_iter()
+        .map(|(name, text)| -> Result<BenchPrompt> {
+            let fed = if chat {
+                model.apply_chat_template(&[ChatMessage {
+                    role: "user".into(),
+                    content: text.clone(),
+                }])?
+            } else {
+                text.clone()
+            };
+            Ok(BenchPrompt {
+                name,
+                tokens: model.tokenize(&fed, true)?,
+                text,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let full = Mask::full(n_layer);
+    let mut configs = vec![
+        LosslessConfig {
+            label: "full depth".into(),
+            drafter: None,
+            mask: full.clone(),
+        },
+        LosslessConfig {
+            label: "lossless lookup".into(),
+            drafter: Some(Drafter::Lookup),
+            mask: full.clone(),
+        },
+    ];
+    for &t in &args.draft_targets {
+        let mask = plan(&StrategySpec::Unified, n_layer, Depth::Ratio(t), 0)
+            .with_context(|| format!("--draft-targets {t}"))?;
+        for drafter in [Drafter::Mask, Drafter::MaskLookup] {
+            configs.push(LosslessConfig {
+                label: format!(
+                    "lossless {} (unified {})",
+                    drafter.name(),
+                    crate::bench::report::fmt_target(t)
+                ),
+                drafter: Some(drafter),
+                mask: mask.clone(),
+            });
+        }
+    }
+    let bench = LosslessBench {
+        model: &model,
+        context: model_args.context_options(1),
+        prompts,
+        configs,
+        rounds: rounds as usize,
+        max_tokens: args.lossless_tokens as usize,
+        ignore_eos: args.ignore_eos,
+        draft_max: args.draft_max as usize,
+    };
+    let mut bar = Progress::new("lossless bench");
+    let cells = bench.run(&mut |done, total| bar.update(done, total, ""))?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "date": utc::timestamp(utc::now()),
+            "machine": machine,
+            "model": model.name(),
+            "threads": model_args.context_options(1).threads,
+            "rounds": rounds,
+            "max_tokens": args.lossless_tokens,
+            "ignore_eos": args.ignore_eos,
+            "draft_max": args.draft_max,
+            "prompts": bench.prompts,
+            "cells": cells,
+        });
+        writeln!(stdout, "{value}")?;
+    } else {
+        writeln!(
+            stdout,
+            "{} ({} blocks), {} threads, greedy, up to {} tokens{}, draft max {}, {} rounds after a warm-up, interleaved; {}\n",
+            model.name(),
+            n_layer,
+            model_args.context_options(1).threads,
+            args.lossless_tokens,
+            if args.ignore_eos {
+                " (end of text ignored)"
+            } else {
+                ""
+            },
+            args.draft_max,
+            rounds,
+            machine.summary(),
+        )?;
+        write!(stdout, "{}", markdown(&cells))?;
+    }
+    eprintln!("wall time {}", fmt_duration(started.elapsed()));
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Flags of lossless decoding (`--lossless` and its drafters), shared by `run` and `chat`.
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
+use crate::engine::{Drafter, Lossless, Model};
+use crate::error::BadInput;
+use crate::flags::{ModelArgs, SkipArgs};
+use crate::skip::Plan;
+
+/// Target speedup of the mask drafter when `--lossless` is given without `--speedup`: the
+/// mask must skip something to draft cheaply.
+pub const DEFAULT_DRAFT_SPEEDUP: f64 = 2.0;
+
+/// Lossless decoding: a cheap drafter proposes tokens, full depth checks them in one batch.
+#[derive(Debug, Clone, Args)]
+pub struct LosslessArgs {
+    /// Lossless decoding: drafts (the model under the skip mask, n-grams from the prompt)
+    /// are checked by full depth in one batch, and only what full depth would have produced
+    /// is kept. The output is full depth's, token for token (greedy) or in distribution
+    /// (sampling); `--speedup`/`--strategy` then choose the drafting mask (default 2x).
+    /// Drafting pauses itself when it does not pay.
+    #[arg(long)]
+    pub lossless: bool,
+    /// Who drafts: `mask` (the model under the skip mask), `lookup` (n-grams copied from
+    /// the prompt and the text so far; free, wins when the reply quotes its input),
+    /// `mask+lookup` (lookup where it matches, else the mask), `model` (--draft-model).
+    /// Default: mask+lookup, or model with --draft-model.
+    #[arg(long, value_enum, value_name = "D", requires = "lossless")]
+    pub drafter: Option<Drafter>,
+    /// Most tokens drafted per round; the length adapts to the measured acceptance below
+    /// it.
+    #[arg(long, value_name = "K", default_value_t = DRAFT_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=DRAFT_MAX_LIMIT as i64),
+          requires = "lossless")]
+    pub draft_max: u32,
+    /// A second GGUF (path or catalog name) with the same vocabulary, to draft with at full
+    /// depth.
+    #[arg(long, value_name = "FILE", requires = "lossless")]
+    pub draft_model: Option<String>,
+}
+
+impl LosslessArgs {
+    /// The drafter to use (`None` without `--lossless`).
+    pub fn drafter(&self) -> Result<Option<Drafter>> {
+        if !self.lossless {
+            return Ok(None);
+        }
+        match (self.drafter, &self.draft_model) {
+            (Some(Drafter::Model), None) => Err(BadInput(
+                "--drafter model needs a draft model: add --draft-model FILE".into(),
+            )
+            .into()),
+            (Some(d), Some(_)) if d != Drafter::Model => Err(BadInput(format!(
+                "--draft-model drafts only with --drafter model, not {}",
+                d.name()
+            ))
+            .into()),
+            (Some(d), _) => Ok(Some(d)),
+            (None, Some(_)) => Ok(Some(Drafter::Model)),
+            (None, None) => Ok(Some(Drafter::default())),
+        }
+    }
+
+    /// Loads the draft model when the drafter needs one.
+    pub fn load_draft_model(&self, model_args: &ModelArgs) -> Result<Option<Model>> {
+        let Some(name) = self.draft_model.as_deref().filter(|_| self.lossless) else {
+            return Ok(None);
+        };
+        let path = crate::models::ensure(Some(name), crate::models::Progress::Stderr)?;
+        Ok(Some(Model::load(&path, &model_args.model_options())?))
+    }
+
+    /// The engine's settings, with `draft` the loaded draft model.
+    pub fn config<'a>(
+        &self,
+        model_args: &ModelArgs,
+        n_seq: u32,
+        draft: Option<&'a Model>,
+    ) -> Result<Option<Lossless<'a>>> {
+        let Some(drafter) = self.drafter()? else {
+            return Ok(None);
+        };
+        Ok(Some(Lossless {
+            drafter,
+            draft_max: self.draft_max as usize,
+            draft_model: draft.map(|m| (m, model_args.context_options(n_seq))),
+        }))
+    }
+}
+
+/// The plan the mask drafter drafts under: `plan` itself, unless it keeps every block
+/// (nothing to gain from drafting at full depth), then [`DEFAULT_DRAFT_SPEEDUP`] with the
+/// same strategy.
+pub fn drafting_plan(
+    skip: &SkipArgs,
+    plan: Plan,
+    n_layer: usize,
+    planned_len: usize,
+    seed: u64,
+) -> Result<Plan> {
+    if !plan.mask(0).is_full() {
+        return Ok(plan);
+    }
+    let mut skip = skip.clone();
+    skip.speedup = DEFAULT_DRAFT_SPEEDUP;
+    skip.speedup_mode = crate::skip::SpeedupMode::Layers;
+    skip.plan(n_layer, planned_len, seed)
+}

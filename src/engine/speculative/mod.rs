@@ -1,0 +1,595 @@
+//! Lossless decoding: a cheap drafter proposes tokens, one full-depth batch checks them, and
+//! every token full depth would also have produced is kept. The output is full depth's.
+//!
+//! One round, inside [`super::generate`]'s loop, for every live sequence whose next token
+//! `t` was just chosen: draft `d0..dk-1` after `t` (n-gram lookup, the model under the skip
+//! mask, or a second model), decode `[t, d0..dk-1]` at full depth with logits on every row,
+//! keep the longest prefix full depth agrees with (greedy: equal to its choice; sampling:
+//! the speculative rejection rule), and let full depth's row after the last kept token
+//! give the next token. Cells of refused drafts are dropped from the cache. Drafts made
+//! under the mask are dropped before verification and rewritten at full depth by it, so
+//! the K/V ledger only ever holds full-depth positions and no repair is ever needed.
+
+mod control;
+pub mod lookup;
+mod picker;
+pub mod rule;
+
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::token::LlamaToken;
+use serde::Serialize;
+
+pub use control::{Controller, Kind};
+pub use picker::Picker;
+
+use super::error::{EngineError, Result};
+use super::model::{ContextOptions, Model};
+use super::session::{BatchToken, Session};
+use crate::skip::Mask;
+use rule::{Dist, Verdict};
+
+/// Which drafter proposes tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+pub enum Drafter {
+    /// The model itself under the skip mask.
+    #[serde(rename = "mask")]
+    Mask,
+    /// n-grams copied from the prompt and the text so far.
+    #[serde(rename = "lookup")]
+    Lookup,
+    /// Lookup where it finds a match, else the mask.
+    #[default]
+    #[value(name = "mask+lookup")]
+    #[serde(rename = "mask+lookup")]
+    MaskLookup,
+    /// A second model with the same vocabulary (`--draft-model`).
+    #[serde(rename = "model")]
+    Model,
+}
+
+impl Drafter {
+    /// The drafter's name as flags and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Drafter::Mask => "mask",
+            Drafter::Lookup => "lookup",
+            Drafter::MaskLookup => "mask+lookup",
+            Drafter::Model => "model",
+        }
+    }
+    fn looks_up(self) -> bool {
+        matches!(self, Drafter::Lookup | Drafter::MaskLookup)
+    }
+}
+
+/// Default and largest draft length.
+pub const DRAFT_MAX_DEFAULT: usize = 8;
+/// Largest draft length accepted: longer batches cost more than they can gain on a CPU,
+/// and llama.cpp's batched logits drift further from one-token logits.
+pub const DRAFT_MAX_LIMIT: usize = 16;
+
+/// Settings of lossless decoding.
+#[derive(Clone, Copy)]
+pub struct Lossless<'a> {
+    /// Who drafts.
+    pub drafter: Drafter,
+    /// Most tokens drafted per round (the length adapts below it).
+    pub draft_max: usize,
+    /// The draft model and its context settings, for [`Drafter::Model`].
+    pub draft_model: Option<(&'a Model, ContextOptions)>,
+}
+
+impl Lossless<'_> {
+    /// Lossless decoding with `drafter` and the default draft length.
+    pub fn with(drafter: Drafter) -> Self {
+        Lossless {
+            drafter,
+            draft_max: DRAFT_MAX_DEFAULT,
+            draft_model: None,
+        }
+    }
+}
+
+/// What drafting did over one generation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpeculationStats {
+    /// The drafter asked for.
+    pub drafter: Drafter,
+    /// Verification batches run (plain steps included).
+    pub rounds: u64,
+    /// Rounds that verified at least one drafted token.
+    pub drafting_rounds: u64,
+    /// Tokens drafted (all drafters).
+    pub draft_tokens: u64,
+    /// Drafted tokens full depth kept.
+    pub accepted_tokens: u64,
+    /// Tokens drafted and kept by n-gram lookup.
+    pub lookup_drafted: u64,
+    /// Of those, kept.
+    pub lookup_accepted: u64,
+    /// Tokens drafted by the mask or the draft model.
+    pub model_drafted: u64,
+    /// Of those, kept.
+    pub model_accepted: u64,
+    /// Decode calls spent drafting.
+    pub draft_decodes: u64,
+    /// Time spent drafting (draft decodes).
+    #[serde(skip)]
+    pub draft_time: Duration,
+    /// Time spent in verification batches.
+    #[serde(skip)]
+    pub verify_time: Duration,
+    /// Times a drafter paused itself for being slower than plain steps.
+    pub pauses: u64,
+    /// Whether drafting was paused when generation ended.
+    pub paused_at_end: bool,
+    /// Measured tokens/s of drafting rounds over that of plain full-depth steps in the
+    /// same generation (none when one of the two was never seen).
+    pub measured_speedup: Option<f64>,
+}
+
+impl SpeculationStats {
+    /// Share of drafted tokens that full depth kept.
+    pub fn acceptance_rate(&self) -> f64 {
+        if self.draft_tokens == 0 {
+            0.0
+        } else {
+            self.accepted_tokens as f64 / self.draft_tokens as f64
+        }
+    }
+
+    /// Mean tokens drafted per drafting round.
+    pub fn mean_draft_len(&self) -> f64 {
+        if self.drafting_rounds == 0 {
+            0.0
+        } else {
+            self.draft_tokens as f64 / self.drafting_rounds as f64
+        }
+    }
+}
+
+/// One live sequence entering a round: its token chosen but not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// The sequence.
+    pub seq: i32,
+    /// Its next token (already emitted).
+    pub token: LlamaToken,
+    /// Tokens it may still produce after `token` (the `-n` limit).
+    pub room: usize,
+}
+
+/// Where a sequence's next token comes from after a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Choose it from this logit row of the last batch.
+    Logits(usize),
+    /// Verification already chose it (a refused draft's replacement): emit it as is.
+    Chosen(LlamaToken),
+}
+
+/// What became of a token handed to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emitted {
+    /// The sequence goes on.
+    Live,
+    /// The sequence has ended (end of text or the `-n` limit).
+    Ended,
+    /// The caller asked to stop everything.
+    Stop,
+}
+
+/// The result of one round.
+pub struct RoundOutcome {
+    /// Per sequence still live, where its next token comes from.
+    pub next: Vec<(i32, Next)>,
+    /// The caller asked to stop.
+    pub stopped: bool,
+}
+
+/// A sequence's drafted tokens and, when sampling, the distributions they were drawn from.
+#[derive(Default)]
+struct Draft {
+    kind: Option<Kind>,
+    tokens: Vec<LlamaToken>,
+    /// `q` per drafted token (sampling only; lookup drafts are point masses).
+    dists: Vec<Dist>,
+}
+
+/// The state of lossless decoding over one generation.
+pub struct Speculator<'a> {
+    config: Lossless<'a>,
+    control: Controller,
+    stats: SpeculationStats,
+    round_start: Instant,
+    draft_session: Option<Session<'a>>,
+    /// Tokens the sampler never chooses (end of generation under `ignore_eos`): greedy
+    /// drafts avoid them too.
+    banned: Vec<LlamaToken>,
+}
+
+impl<'a> Speculator<'a> {
+    /// Starts lossless decoding for a target `model`; makes the draft model's context
+    /// when the drafter needs one. `banned` tokens are never chosen by the sampler.
+    pub fn new(config: Lossless<'a>, model: &Model, banned: Vec<LlamaToken>) -> Result<Self> {
+        let draft_session = match (config.drafter, &config.draft_model) {
+            (Drafter::Model, Some((draft, options))) => {
+                if draft.n_vocab() != model.n_vocab() {
+                    return Err(EngineError::DraftVocabulary {
+                        draft: draft.n_vocab(),
+                        target: model.n_vocab(),
+                    });
+                }
+                Some(draft.session(options)?)
+            }
+            (Drafter::Model, None) => return Err(EngineError::NoDraftModel),
+            _ => None,
+        };
+        Ok(Speculator {
+            control: Controller::new(config.draft_max.clamp(1, DRAFT_MAX_LIMIT)),
+            config,
+            stats: SpeculationStats {
+                drafter: config.drafter,
+                ..SpeculationStats::default()
+            },
+            round_start: Instant::now(),
+            draft_session,
+            banned,
+        })
+    }
+
+    /// Marks the start of decoding (the first round's time counts from here).
+    pub fn start_clock(&mut self) {
+        self.round_start = Instant::now();
+    }
+
+    /// What drafting did so far.
+    pub fn stats(&self) -> SpeculationStats {
+        let mut s = self.stats.clone();
+        s.pauses = self.control.pauses();
+        let kinds: &[Kind] = match self.config.drafter {
+            Drafter::Mask => &[Kind::Mask],
+            Drafter::Lookup => &[Kind::Lookup],
+            Drafter::MaskLookup => &[Kind::Lookup, Kind::Mask],
+            Drafter::Model => &[Kind::Model],
+        };
+        s.paused_at_end = kinds.iter().all(|&k| self.control.is_paused(k));
+        s.measured_speedup = kinds
+            .iter()
+            .filter_map(|&k| self.control.measured_speedup(k))
+            .reduce(f64::max);
+        s
+    }
+
+    /// One round: drafts after each entry's token, verifies at full depth, emits the kept
+    /// drafts through `emit`, and drops refused cells. `draft_mask` is the mask drafter's.
+    pub fn round(
+        &mut self,
+        session: &mut Session<'_>,
+        entries: &[Entry],
+        draft_mask: &Mask,
+        pickers: &mut [Picker],
+        emit: &mut dyn FnMut(usize, LlamaToken) -> Emitted,
+    ) -> Result<RoundOutcome> {
+        let model = session.model();
+        let full = Mask::full(model.n_layer());
+        let starts: Vec<usize> = entries
+            .iter()
+            .map(|e| session.tokens(e.seq).map(<[i32]>::len))
+            .collect::<Result<_>>()?;
+        let mut drafts = self.plan_lookup(session, entries)?;
+        self.fit(session, entries, &mut drafts);
+        self.draft_with_model(session, entries, draft_mask, pickers, &mut drafts, &starts)?;
+        self.fit(session, entries, &mut drafts);
+        for d in &drafts {
+            let n = d.tokens.len() as u64;
+            self.stats.draft_tokens += n;
+            match d.kind {
+                Some(Kind::Lookup) => self.stats.lookup_drafted += n,
+                Some(_) => self.stats.model_drafted += n,
+                None => {}
+            }
+        }
+
+        // Verify: every sequence's [t, d0..dk-1], logits on every row, at full depth.
+        let mut batch = Vec::new();
+        for (e, d) in entries.iter().zip(&drafts) {
+            batch.push(BatchToken {
+                seq: e.seq,
+                token: e.token,
+                logits: true,
+            });
+            batch.extend(d.tokens.iter().map(|&token| BatchToken {
+                seq: e.seq,
+                token,
+                logits: true,
+            }));
+        }
+        let t = Instant::now();
+        let rows = session.decode(&batch, Some(&full))?;
+        let verify_time = t.elapsed();
+        self.stats.verify_time += verify_time;
+        self.stats.rounds += 1;
+        let longest = drafts.iter().map(|d| d.tokens.len()).max().unwrap_or(0);
+        if longest > 0 {
+            self.control.verify_step(longest + 1, verify_time);
+            self.stats.drafting_rounds += 1;
+        }
+
+        // Accept, sequence by sequence, in the order the plain loop would emit.
+        let mut next = Vec::with_capacity(entries.len());
+        let mut stopped = false;
+        let mut produced = 0;
+        let mut offset = 0;
+        for ((e, d), &start) in entries.iter().zip(&drafts).zip(&starts) {
+            let own_rows = &rows[offset..offset + 1 + d.tokens.len()];
+            offset += own_rows.len();
+            let mut kept = 0;
+            let mut outcome = None;
+            if !stopped {
+                produced += 1;
+                let picker = &mut pickers[e.seq as usize];
+                let mut ended = false;
+                for (i, &drafted) in d.tokens.iter().enumerate() {
+                    let verdict = judge(picker, session, own_rows[i], d, i, drafted);
+                    match verdict {
+                        Verdict::Accept => {
+                            self.count_accept(d.kind);
+                            produced += 1;
+                            if !model.is_end_of_generation(drafted) {
+                                kept += 1;
+                            }
+                            match emit(e.seq as usize, drafted) {
+                                Emitted::Live => continue,
+                                Emitted::Ended => ended = true,
+                                Emitted::Stop => stopped = true,
+                            }
+                        }
+                        Verdict::Replace(x) => outcome = Some(Next::Chosen(LlamaToken(x))),
+                    }
+                    break;
+                }
+                if let Some(kind) = d.kind {
+                    self.control.acceptance_seen(kind, d.tokens.len(), kept);
+                }
+                if !ended && !stopped {
+                    next.push((
+                        e.seq,
+                        outcome.unwrap_or(Next::Logits(own_rows[d.tokens.len()])),
+                    ));
+                }
+            }
+            // The cache keeps t and the drafts that were kept.
+            session.truncate(e.seq, start + 1 + kept)?;
+        }
+
+        let elapsed = self.round_start.elapsed();
+        self.round_start = Instant::now();
+        let lead = drafts
+            .iter()
+            .filter_map(|d| d.kind)
+            .max_by_key(|k| *k != Kind::Lookup);
+        match lead {
+            Some(kind) => self.control.round(kind, produced, elapsed),
+            None => self.control.plain_step(produced, elapsed),
+        }
+        Ok(RoundOutcome { next, stopped })
+    }
+
+    fn count_accept(&mut self, kind: Option<Kind>) {
+        self.stats.accepted_tokens += 1;
+        match kind {
+            Some(Kind::Lookup) => self.stats.lookup_accepted += 1,
+            _ => self.stats.model_accepted += 1,
+        }
+    }
+
+    /// n-gram drafts for the sequences where lookup finds a match.
+    fn plan_lookup(&mut self, session: &Session<'_>, entries: &[Entry]) -> Result<Vec<Draft>> {
+        let mut drafts: Vec<Draft> = entries.iter().map(|_| Draft::default()).collect();
+        if !self.config.drafter.looks_up() {
+            return Ok(drafts);
+        }
+        for (e, d) in entries.iter().zip(&mut drafts) {
+            let k = self.control.draft_len(Kind::Lookup, e.room);
+            if k == 0 {
+                continue;
+            }
+            let mut history = session.tokens(e.seq)?.to_vec();
+            history.push(e.token.0);
+            let found = lookup::draft(&history, k);
+            if !found.is_empty() {
+                d.kind = Some(Kind::Lookup);
+                d.tokens = found.into_iter().map(LlamaToken).collect();
+            }
+        }
+        Ok(drafts)
+    }
+
+    /// Shortens drafts until the verification batch fits the batch size and the context.
+    fn fit(&self, session: &Session<'_>, entries: &[Entry], drafts: &mut [Draft]) {
+        let free = session.n_ctx().saturating_sub(session.n_cached());
+        let limit = session.n_batch().min(free);
+        loop {
+            let total: usize = entries.len() + drafts.iter().map(|d| d.tokens.len()).sum::<usize>();
+            if total <= limit {
+                return;
+            }
+            let Some(longest) = drafts.iter_mut().max_by_key(|d| d.tokens.len()) else {
+                return;
+            };
+            if longest.tokens.is_empty() {
+                return;
+            }
+            longest.tokens.pop();
+            longest.dists.truncate(longest.tokens.len());
+            if longest.tokens.is_empty() {
+                longest.kind = None;
+            }
+        }
+    }
+
+    /// Drafts with the model under the mask (or the draft model) for the sequences lookup
+    /// left without a draft: one decode per drafted position, all those sequences together.
+    fn draft_with_model(
+        &mut self,
+        session: &mut Session<'_>,
+        entries: &[Entry],
+        draft_mask: &Mask,
+        pickers: &mut [Picker],
+        drafts: &mut [Draft],
+        starts: &[usize],
+    ) -> Result<()> {
+        let kind = match self.config.drafter {
+            Drafter::Mask | Drafter::MaskLookup => Kind::Mask,
+            Drafter::Model => Kind::Model,
+            Drafter::Lookup => return Ok(()),
+        };
+        let room = session
+            .n_ctx()
+            .saturating_sub(session.n_cached() + entries.len());
+        let mut want: Vec<usize> = entries
+            .iter()
+            .zip(drafts.iter())
+            .map(|(e, d)| {
+                if d.kind.is_some() {
+                    0
+                } else {
+                    self.control.draft_len(kind, e.room)
+                }
+            })
+            .collect();
+        // Drafting under the mask borrows cells of the target's cache.
+        while want.iter().sum::<usize>() > room.min(session.n_batch()) {
+            let i = (0..want.len()).max_by_key(|&i| want[i]).expect("entries");
+            want[i] -= 1;
+        }
+        let longest = want.iter().copied().max().unwrap_or(0);
+        if longest == 0 {
+            return Ok(());
+        }
+        let mut shapes: Vec<_> = entries
+            .iter()
+            .map(|e| pickers[e.seq as usize].fork_shape())
+            .collect();
+        let mut rngs: Vec<_> = entries
+            .iter()
+            .map(|e| pickers[e.seq as usize].rng().cloned())
+            .collect();
+        if kind == Kind::Model {
+            self.sync_draft_session(session, entries, &want)?;
+        }
+        let mut current: Vec<LlamaToken> = entries.iter().map(|e| e.token).collect();
+        for step in 0..longest {
+            let who: Vec<usize> = (0..entries.len()).filter(|&i| want[i] > step).collect();
+            let batch: Vec<BatchToken> = who
+                .iter()
+                .map(|&i| BatchToken {
+                    seq: entries[i].seq,
+                    token: current[i],
+                    logits: true,
+                })
+                .collect();
+            let t = Instant::now();
+            let banned = &self.banned;
+            let mut choose = |drafter: &Session<'_>, rows: &[usize]| {
+                for (&i, &row) in who.iter().zip(rows) {
+                    let d = &mut drafts[i];
+                    let token = match (&mut shapes[i], &mut rngs[i]) {
+                        (Some(shape), Some(rng)) => {
+                            let q = picker::shaped(shape, drafter, row);
+                            let token = LlamaToken(q.sample(rng.uniform()));
+                            shape.accept(token);
+                            d.dists.push(q);
+                            token
+                        }
+                        _ => picker::argmax(drafter, row, banned),
+                    };
+                    d.kind = Some(kind);
+                    d.tokens.push(token);
+                    current[i] = token;
+                }
+            };
+            if kind == Kind::Model {
+                let drafter = self.draft_session.as_mut().expect("made with the drafter");
+                let rows = drafter.decode(&batch, None)?;
+                choose(drafter, &rows);
+            } else {
+                let rows = session.decode(&batch, Some(draft_mask))?;
+                choose(session, &rows);
+            }
+            let spent = t.elapsed();
+            self.control.draft_step(kind, spent);
+            self.stats.draft_time += spent;
+            self.stats.draft_decodes += 1;
+        }
+        if kind == Kind::Mask {
+            // Drafted cells were written under the mask: drop them, verification rewrites
+            // these positions at full depth.
+            for (e, &start) in entries.iter().zip(starts) {
+                session.truncate(e.seq, start)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the draft model's cache level with each drafting sequence's history up to,
+    /// not including, its token `t`, which the first draft decode then adds.
+    fn sync_draft_session(
+        &mut self,
+        session: &Session<'_>,
+        entries: &[Entry],
+        want: &[usize],
+    ) -> Result<()> {
+        let draft = self.draft_session.as_mut().expect("made with the drafter");
+        for (e, _) in entries.iter().zip(want).filter(|(_, w)| **w > 0) {
+            let history = session.tokens(e.seq)?;
+            let have = draft.tokens(e.seq)?;
+            let common = have.iter().zip(history).take_while(|(a, b)| a == b).count();
+            draft.truncate(e.seq, common)?;
+            let rest: Vec<LlamaToken> = history[common..].iter().map(|&t| LlamaToken(t)).collect();
+            draft.prefill(e.seq, &rest, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Verifies drafted token `i` of `d` against full depth's row `row`.
+fn judge(
+    picker: &mut Picker,
+    session: &Session<'_>,
+    row: usize,
+    d: &Draft,
+    i: usize,
+    drafted: LlamaToken,
+) -> Verdict {
+    match picker.distribution(session, row) {
+        // Greedy: full depth's own choice (recorded by the chain) either is the draft or
+        // replaces it.
+        None => {
+            let chosen = picker.pick(session, row);
+            if chosen == drafted {
+                Verdict::Accept
+            } else {
+                Verdict::Replace(chosen.0)
+            }
+        }
+        Some(p) => {
+            let point;
+            let q = match d.dists.get(i) {
+                Some(q) => q,
+                None => {
+                    point = Dist::point(drafted.0);
+                    &point
+                }
+            };
+            let verdict = rule::verify(&p, q, drafted.0, picker.rng().expect("shaped picker"));
+            picker.accept(match verdict {
+                Verdict::Accept => drafted,
+                Verdict::Replace(x) => LlamaToken(x),
+            });
+            verdict
+        }
+    }
+}
