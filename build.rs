@@ -34,6 +34,17 @@ fn main() {
     let ffi = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("ffi");
     println!("cargo:rerun-if-changed=ffi");
     println!("cargo:rerun-if-env-changed=GGML_UNISKIP_REV");
+    // With cpu-variants llama.cpp is a set of shared libraries. The binaries find them where
+    // llama-cpp-sys-2 installed them (its OUT_DIR/lib, beside the backends directory it
+    // reports), and beside themselves ($ORIGIN) when they are copied elsewhere with them.
+    println!("cargo:rerun-if-env-changed=DEP_LLAMA_BACKENDS_DIR");
+    if env::var_os("CARGO_FEATURE_CPU_VARIANTS").is_some() {
+        if let Some(backends) = env::var_os("DEP_LLAMA_BACKENDS_DIR") {
+            let lib = Path::new(&backends).with_file_name("lib");
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+        }
+        println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN");
+    }
     let rev = ffi_revision(&ffi);
     match env::var("GGML_UNISKIP_REV") {
         Ok(stamp) if stamp == rev => {}

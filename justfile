@@ -21,24 +21,13 @@ tune *FLAGS: model
 build: setup
     {{cargo}} build {{release}}
 
-# Install what building needs when it is missing (cmake, libclang for bindgen, pip).
+# Install what building needs when it is missing (cmake, libclang for bindgen, pip);
+# `bash scripts/setup.sh --check` only reports.
 setup:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    missing=()
-    command -v cmake >/dev/null || missing+=(cmake)
-    ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
-    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-    [ ${#missing[@]} -eq 0 ] && exit 0
-    echo "uniskip needs: ${missing[*]}"
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    else
-        echo "install them (e.g. sudo apt-get install ${missing[*]}) and run again" >&2
-        exit 1
-    fi
+    bash scripts/setup.sh
 
-# Fetch the default model, the test models and the text corpus into the cache.
+# Fetch the default model, the test models, the text corpus and Gemma 3's original
+# tokenizer.json (for `uniskip check`) into the cache.
 model: build
     ./target/release/uniskip fetch all
 

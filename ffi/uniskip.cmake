@@ -183,4 +183,40 @@ function(uniskip_apply_hook)
     set_target_properties(llama PROPERTIES INCLUDE_DIRECTORIES "${_new_incs}")
 endfunction()
 
+# With GGML_CPU_ALL_VARIANTS (the cpu-variants feature) ggml compiles its whole CPU backend
+# once per x86-64 level: 13 times, over half an hour on 2 cores. Only the levels in
+# GGML_UNISKIP_CPU_VARIANTS (a GGML_* variable, so it can be set in the environment; `all`
+# keeps every one) are compiled; the others become empty modules named so that ggml's
+# loader, which only opens libggml-cpu-*, never sees them. The default keeps any x86-64
+# (x64), AVX2 (haswell) and two AVX-512 levels (skylakex: F/BW/DQ/VL; icelake: + VBMI and
+# VNNI), leaving out the levels between x64 and AVX2 (sse42, sandybridge, ivybridge,
+# piledriver) and those that also need AVX-VNNI, AVX512-BF16 or AMX (alderlake, cannonlake,
+# cascadelake, cooperlake, zen4, sapphirerapids), whose extra kernels serve other data types.
+set(GGML_UNISKIP_CPU_VARIANTS "x64;haswell;skylakex;icelake" CACHE STRING
+    "uniskip: ggml CPU variants to compile (or `all`)")
+
+function(uniskip_trim_cpu_variants)
+    if(NOT GGML_CPU_ALL_VARIANTS OR GGML_UNISKIP_CPU_VARIANTS STREQUAL "all")
+        return()
+    endif()
+    set(_stub "${CMAKE_BINARY_DIR}/uniskip-unused-cpu-variant.c")
+    uniskip_write_if_changed("${_stub}" "/* A CPU variant uniskip does not build. */\nint uniskip_unused_cpu_variant;\n")
+    set(_kept "")
+    foreach(_v IN ITEMS x64 sse42 sandybridge ivybridge piledriver haswell skylakex cannonlake
+                        cascadelake icelake cooperlake zen4 alderlake sapphirerapids)
+        if(NOT TARGET ggml-cpu-${_v})
+            continue()
+        endif()
+        if(_v IN_LIST GGML_UNISKIP_CPU_VARIANTS)
+            list(APPEND _kept ${_v})
+        else()
+            set_target_properties(ggml-cpu-${_v} PROPERTIES
+                SOURCES "${_stub}"
+                OUTPUT_NAME "uniskip-unused-cpu-${_v}")
+        endif()
+    endforeach()
+    message(STATUS "uniskip: ggml CPU variants built: ${_kept}")
+endfunction()
+
 cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL uniskip_apply_hook)
+cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL uniskip_trim_cpu_variants)

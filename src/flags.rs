@@ -27,6 +27,19 @@ pub struct ModelArgs {
     /// Layers to offload to the GPU (builds with --features cuda, metal or vulkan).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub gpu_layers: u32,
+    /// Offload every block to these `uniskip rpc-server`s (HOST:PORT, comma-separated),
+    /// split by their free memory as llama.cpp does. Trusted networks only: the protocol
+    /// has no authentication.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',', value_parser = parse_rpc_endpoint)]
+    pub rpc: Vec<String>,
+}
+
+/// Checks one `--rpc` endpoint's form (HOST:PORT); whether a server answers is checked
+/// when the model loads.
+fn parse_rpc_endpoint(s: &str) -> std::result::Result<String, String> {
+    let s = s.trim();
+    crate::engine::rpc::parse_endpoint(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 impl ModelArgs {
@@ -57,6 +70,7 @@ impl ModelArgs {
     pub fn model_options(&self) -> ModelOptions {
         ModelOptions {
             gpu_layers: self.gpu_layers,
+            rpc: self.rpc.clone(),
         }
     }
 

@@ -10,7 +10,8 @@
 //!   [`calibrate`] (which blocks to skip for each kept count, searched on text),
 //!   [`measure`] (decode timing and the cost-model probe), [`models`] (the catalog and
 //!   fetching models into the local cache), [`tune`] (skip-aware fine-tuning, and the
-//!   metadata of tuned files), [`utc`] (the clock reports write).
+//!   metadata of tuned files), [`tokcheck`] (llama.cpp's tokenizer checked against the
+//!   model's original tokenizer.json), [`utc`] (the clock reports write).
 //! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation (with
 //!   lossless decoding: drafts checked by full depth, [`engine::speculative`]); the only
 //!   code that talks to llama.cpp and the only `unsafe`.
@@ -29,5 +30,6 @@ pub mod measure;
 pub mod models;
 pub mod quality;
 pub mod skip;
+pub mod tokcheck;
 pub mod tune;
 pub mod utc;

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Command::Calibrate(args) => uniskip::cli::calibrate::run(args),
         Command::Tune(args) => uniskip::cli::tune::run(args),
         Command::Fetch(args) => uniskip::cli::fetch(args),
+        Command::Check(args) => uniskip::cli::check::run(args),
+        Command::RpcServer(args) => uniskip::cli::rpc_server::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

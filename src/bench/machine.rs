@@ -16,6 +16,8 @@ pub struct Machine {
     /// The 1-minute load average when the run started (other work competing for the
     /// CPUs; `None` where the system does not say).
     pub load_average: Option<f64>,
+    /// The CPU code llama.cpp runs (the CPU backend variant it loaded, e.g. `icelake`).
+    pub cpu_code: String,
 }
 
 impl Machine {
@@ -38,17 +40,18 @@ impl Machine {
             load_average: std::fs::read_to_string("/proc/loadavg")
                 .ok()
                 .and_then(|l| l.split_whitespace().next()?.parse().ok()),
+            cpu_code: crate::engine::cpu::variant(),
         }
     }
 
-    /// One line: `Intel Xeon (2 logical CPUs, linux x86_64, load 0.3)`.
+    /// One line: `Intel Xeon (2 logical CPUs, linux x86_64, CPU code icelake, load 0.3)`.
     pub fn summary(&self) -> String {
         let load = self
             .load_average
             .map_or(String::new(), |l| format!(", load {l:.1}"));
         format!(
-            "{} ({} logical CPUs, {} {}{load})",
-            self.cpu, self.logical_cpus, self.os, self.arch
+            "{} ({} logical CPUs, {} {}, CPU code {}{load})",
+            self.cpu, self.logical_cpus, self.os, self.arch, self.cpu_code
         )
     }
 }

@@ -171,6 +171,8 @@ pub fn run(mut state: State, worker: Worker, mouse: bool) -> Result<()> {
         worker.stopper(),
     )?;
     let mut guard = TerminalGuard::enter(mouse)?;
+    // A lost RPC server ends the process from inside llama.cpp: give the terminal back first.
+    crate::engine::rpc::on_server_lost(restore_terminal);
     let result = event_loop(&mut state, &worker, &mut guard, &signalled);
     ui_done.store(true, Ordering::SeqCst);
     watcher.close();

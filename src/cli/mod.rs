@@ -3,10 +3,12 @@
 pub mod bench;
 pub mod bench_lossless;
 pub mod calibrate;
+pub mod check;
 pub mod lossless_args;
 pub mod plan;
 pub mod ppl;
 pub mod progress;
+pub mod rpc_server;
 pub mod run;
 pub mod soak;
 pub mod tune;
@@ -53,12 +55,17 @@ pub enum Command {
     Tune(tune::TuneArgs),
     /// Download a catalog model (or all) into the local cache.
     Fetch(FetchArgs),
+    /// Compare llama.cpp's tokenizer with the model's original tokenizer.json.
+    Check(check::CheckArgs),
+    /// Serve this machine's CPU to `--rpc` clients (trusted networks only).
+    RpcServer(rpc_server::RpcServerArgs),
 }
 
 /// `uniskip fetch`.
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Catalog names (smollm2, gemma3, shakespeare) or `all`; default: smollm2.
+    /// Catalog names (smollm2, gemma3, shakespeare, gemma3-tokenizer) or `all`; default:
+    /// smollm2.
     pub names: Vec<String>,
     /// List the catalog and what is cached instead.
     #[arg(long)]

@@ -280,6 +280,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             "prefill_tokens_per_s": generation.prefill_tokens_per_s(),
             "decode_tokens_per_s": generation.decode_tokens_per_s(),
             "kv_repair_tokens": generation.repair_tokens,
+            "cpu_variant": crate::engine::cpu::variant(),
+            "rpc_split": model.rpc_split(),
             "lossless": lossless.is_some(),
             "drafter": lossless.map(|l| l.drafter.name()),
             "draft_tokens": generation.speculation.as_ref().map(|s| s.draft_tokens),
@@ -323,7 +325,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             format!("{}/{} blocks active", first.n_active(), model.n_layer())
         };
         eprintln!(
-            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {}",
+            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {} | cpu {}{}",
             plan.target(),
             plan.spec().strategy().name(),
             generation.prompt_tokens,
@@ -332,6 +334,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             generation.decode_tokens_per_s(),
             generation.repair_tokens,
             describe_stop(generation.stop[0], session.n_ctx()),
+            crate::engine::cpu::variant(),
+            if model.rpc_devices().is_empty() {
+                String::new()
+            } else {
+                format!(" | rpc {}", model.rpc_split().join("; "))
+            },
         );
         if let Some(info) = &tuned {
             eprintln!("{} (from the file's metadata)", info.describe());

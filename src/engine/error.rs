@@ -82,6 +82,10 @@ pub enum EngineError {
     /// The chat template could not be applied.
     #[error("cannot apply the model's chat template: {0}")]
     Template(String),
+    /// An RPC server given with --rpc cannot be used (malformed, unreachable, another
+    /// protocol).
+    #[error("{0}")]
+    Rpc(String),
     /// The prompt could not be tokenized.
     #[error("cannot tokenize the prompt: {0}")]
     Tokenize(String),
@@ -101,6 +105,7 @@ impl EngineError {
                 | EngineError::NoHook(_)
                 | EngineError::Tokenize(_)
                 | EngineError::Template(_)
+                | EngineError::Rpc(_)
         )
     }
 }

@@ -3,6 +3,8 @@
 //! Data flows one way: text -> tokens ([`Model::tokenize`]) -> [`Session::decode`] under a
 //! mask -> logits -> sampler -> streamed text ([`generate`]).
 
+#[allow(unsafe_code)]
+pub mod cpu;
 mod error;
 mod generate;
 // The FFI modules: the only places `unsafe` is allowed (Cargo.toml denies it elsewhere).
@@ -14,6 +16,8 @@ mod metadata;
 mod model;
 #[allow(unsafe_code)]
 mod prune;
+#[allow(unsafe_code)]
+pub mod rpc;
 mod session;
 pub mod speculative;
 #[allow(unsafe_code)]

@@ -16,11 +16,17 @@ use super::session::Session;
 /// Architectures whose skipping is verified by this crate's tests on real models.
 pub const VERIFIED_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
 
+/// `n_gpu_layers` meaning "all of them" when a model goes to RPC servers.
+const RPC_ALL_LAYERS: u32 = 9999;
+
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOptions {
     /// Layers to offload to a GPU backend (0 = CPU only).
     pub gpu_layers: u32,
+    /// RPC servers (`host:port`) to offload every block to, split as llama.cpp splits them;
+    /// empty: run here.
+    pub rpc: Vec<String>,
 }
 
 /// How to create a context (a KV cache and its compute buffers).
@@ -64,6 +70,7 @@ fn backend() -> Result<&'static LlamaBackend> {
     static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
+            super::cpu::load_backends().map_err(|e| e.to_string())?;
             let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
             if std::env::var_os("UNISKIP_LLAMA_LOG").is_none() {
                 backend.void_logs();
@@ -85,6 +92,7 @@ pub struct Model {
     arch: String,
     name: String,
     n_layer: usize,
+    rpc_devices: Vec<super::rpc::RpcDevice>,
 }
 
 impl Model {
@@ -95,7 +103,19 @@ impl Model {
         // llama.cpp aborts or allocates without bound on some malformed files: check the
         // structure ourselves first, so a bad file is one clear error.
         crate::gguf::validate_file(path)?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+        let mut params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+        let rpc_devices = if options.rpc.is_empty() {
+            Vec::new()
+        } else {
+            super::rpc::connect(&options.rpc)?
+        };
+        if !rpc_devices.is_empty() {
+            // Every block on the servers (the token embeddings stay here, as in llama.cpp).
+            params = params
+                .with_n_gpu_layers(RPC_ALL_LAYERS)
+                .with_devices(&super::rpc::device_indices(&rpc_devices))
+                .map_err(|e| EngineError::Rpc(format!("cannot select the RPC devices: {e}")))?;
+        }
         let model =
             LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
                 path: path.to_path_buf(),
@@ -115,7 +135,18 @@ impl Model {
             arch,
             name,
             n_layer,
+            rpc_devices,
         })
+    }
+
+    /// The RPC servers holding this model's blocks (empty when it runs here).
+    pub fn rpc_devices(&self) -> &[super::rpc::RpcDevice] {
+        &self.rpc_devices
+    }
+
+    /// One line per RPC server: the blocks it holds (empty when the model runs here).
+    pub fn rpc_split(&self) -> Vec<String> {
+        super::rpc::describe_split(&self.rpc_devices, self.n_layer)
     }
 
     /// The number of blocks (L).

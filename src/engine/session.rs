@@ -65,6 +65,12 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// Whether the model's graph builder consulted the skip hook: false means the
+    /// architecture's builder carries no hook, so only full depth can run.
+    pub fn hook_covers_model(&self) -> bool {
+        self.hook_seen
+    }
+
     /// The model this session runs.
     pub fn model(&self) -> &'m Model {
         self.model

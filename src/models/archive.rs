@@ -101,7 +101,7 @@ fn for_each_file(
                 }
             }
         }
-        Format::Sdist => {
+        Format::Sdist | Format::Npm => {
             let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
             for entry in tar.entries().ctx(ctx)? {
                 let mut entry = entry.ctx(ctx)?;

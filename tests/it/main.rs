@@ -15,5 +15,8 @@ mod interrupt;
 mod lossless;
 mod measured_mode;
 mod quality;
+mod rpc;
+mod setup_check;
 mod soak;
+mod tokcheck;
 mod tune;
