@@ -64,7 +64,7 @@ impl SkipControls {
         Plan::new(
             PlanSettings::new(
                 Strategy::Unified,
-                crate::cli::lossless_args::DEFAULT_DRAFT_SPEEDUP,
+                crate::flags::lossless::DEFAULT_DRAFT_SPEEDUP,
             ),
             self.n_layer(),
         )

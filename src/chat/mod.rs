@@ -81,7 +81,7 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
     /// Lossless decoding (Ctrl+O or /lossless toggle it while chatting).
     #[command(flatten)]
-    pub lossless: crate::cli::lossless_args::LosslessArgs,
+    pub lossless: crate::flags::lossless::LosslessArgs,
     /// System prompt to start with (`/system TEXT` changes it later).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,

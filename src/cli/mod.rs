@@ -4,7 +4,6 @@ pub mod bench;
 pub mod bench_lossless;
 pub mod calibrate;
 pub mod check;
-pub mod lossless_args;
 pub mod plan;
 pub mod ppl;
 pub mod progress;

@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::lossless_args::{LosslessArgs, drafting_plan};
 use crate::engine::{ChatMessage, Model, Request, StopReason, generate};
 use crate::error::BadInput;
+use crate::flags::lossless::{LosslessArgs, drafting_plan};
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::measure::probe::{self, Probe};
 use crate::skip::SpeedupMode;

@@ -30,7 +30,7 @@ use crate::skip::Mask;
 use rule::{Dist, Verdict};
 
 /// Which drafter proposes tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Drafter {
     /// The model itself under the skip mask.
     #[serde(rename = "mask")]
@@ -40,7 +40,6 @@ pub enum Drafter {
     Lookup,
     /// Lookup where it finds a match, else the mask.
     #[default]
-    #[value(name = "mask+lookup")]
     #[serde(rename = "mask+lookup")]
     MaskLookup,
     /// A second model with the same vocabulary (`--draft-model`).

@@ -3,10 +3,10 @@
 use anyhow::Result;
 use clap::Args;
 
+use super::{ModelArgs, SkipArgs};
 use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
 use crate::engine::{Drafter, Lossless, Model};
 use crate::error::BadInput;
-use crate::flags::{ModelArgs, SkipArgs};
 use crate::skip::Plan;
 
 /// Target speedup of the mask drafter when `--lossless` is given without `--speedup`: the
@@ -27,7 +27,7 @@ pub struct LosslessArgs {
     /// the prompt and the text so far; free, wins when the reply quotes its input),
     /// `mask+lookup` (lookup where it matches, else the mask), `model` (--draft-model).
     /// Default: mask+lookup, or model with --draft-model.
-    #[arg(long, value_enum, value_name = "D", requires = "lossless")]
+    #[arg(long, value_name = "D", requires = "lossless", value_parser = drafter_parser())]
     pub drafter: Option<Drafter>,
     /// Most tokens drafted per round; the length adapts to the measured acceptance below
     /// it.
@@ -107,4 +107,17 @@ pub fn drafting_plan(
     skip.speedup = DEFAULT_DRAFT_SPEEDUP;
     skip.speedup_mode = crate::skip::SpeedupMode::Layers;
     skip.plan(n_layer, planned_len, seed)
+}
+
+/// The drafter names, listed in `--help` and in the error for anything else.
+fn drafter_parser() -> impl clap::builder::TypedValueParser<Value = Drafter> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["mask", "lookup", "mask+lookup", "model"]).map(|s| {
+        match s.as_str() {
+            "mask" => Drafter::Mask,
+            "lookup" => Drafter::Lookup,
+            "model" => Drafter::Model,
+            _ => Drafter::MaskLookup,
+        }
+    })
 }

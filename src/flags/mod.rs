@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+pub mod lossless;
+
 use clap::Args;
 use clap::builder::TypedValueParser as _;
 
