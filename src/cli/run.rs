@@ -75,9 +75,6 @@ pub struct RunArgs {
     /// Lossless decoding.
     #[command(flatten)]
     pub lossless: LosslessArgs,
-    /// Never stop at end of text: decode exactly -n tokens (for measurements).
-    #[arg(long)]
-    pub ignore_eos: bool,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -139,8 +136,7 @@ fn describe_stop(stop: StopReason, n_ctx: usize) -> String {
 /// Runs `uniskip run`.
 pub fn run(args: RunArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
-    let mut sampling = args.sampling.sampling()?;
-    sampling.ignore_eos = args.ignore_eos;
+    let sampling = args.sampling.sampling()?;
     args.lossless.drafter()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;

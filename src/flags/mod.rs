@@ -278,6 +278,9 @@ pub struct SamplingArgs {
     /// Random seed.
     #[arg(long, value_name = "S", default_value_t = 42)]
     pub seed: u32,
+    /// Never stop at end of text: decode exactly -n tokens (for measurements).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 impl SamplingArgs {
@@ -291,7 +294,7 @@ impl SamplingArgs {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: 64,
             seed: self.seed,
-            ignore_eos: false,
+            ignore_eos: self.ignore_eos,
         })
     }
 }
