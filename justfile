@@ -58,3 +58,6 @@ hook-rev:
     @rev=$(cd ffi && for f in $(ls | LC_ALL=C sort); do [ -f "$f" ] && echo "$f $(sha256sum "$f" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16); \
     sed -i "s/^GGML_UNISKIP_REV = .*/GGML_UNISKIP_REV = \"$rev\"/" .cargo/config.toml; \
     echo "$rev"
+    @# llama-cpp-sys-2's build script hard-links llama.cpp's libraries into target/ and fails
+    @# ("File exists") on the dangling links an earlier build left there: remove them.
+    @find target -maxdepth 3 -name 'lib*.so' -xtype l -delete 2>/dev/null || true

@@ -5,7 +5,9 @@
 #   1. every model builder: `if (uniskip_skip_layer(il)) { continue; }` at the top of the
 #      standard layer loop, and the output-row selection moved from the last block to the
 #      last active one (`il == n_layer - 1` -> `il == uniskip_last_active_layer(n_layer)`);
-#   2. llama-graph.h: the mask is a member of llm_graph_params and part of allow_reuse().
+#   2. llama-graph.h: the mask is a member of llm_graph_params and part of allow_reuse();
+#   3. llama-graph.cpp: build_cvec (the end of every block) passes its result through
+#      uniskip_blend_rows, the per-position masks' blend (a no-op without them).
 # A required anchor that is not found stops the configure with the file and the edit.
 
 # This file is included after every project() call (llama.cpp's and ggml's): act once.
@@ -121,6 +123,10 @@ function(uniskip_apply_hook)
             uniskip_edit(_text "${_rel}" "            arch  == other.arch  &&\n"
                 "            arch  == other.arch  &&\n            uniskip_mask == other.uniskip_mask &&\n"
                 "compare masks in allow_reuse")
+        elseif(_rel STREQUAL "llama-graph.cpp")
+            uniskip_edit(_text "${_rel}" "    return cvec->apply_to(ctx0, cur, il);\n"
+                "    return uniskip_blend_rows(ctx0, res, cvec->apply_to(ctx0, cur, il), il, n_layer, n_tokens);\n"
+                "blend rows at the end of each block")
         endif()
         uniskip_write_if_changed("${_copy_dir}/${_rel}" "${_text}")
     endforeach()

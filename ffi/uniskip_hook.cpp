@@ -1,6 +1,14 @@
 // Storage for the per-thread skip mask and the C API the Rust engine calls.
 #include "uniskip_hook.h"
 
+#include "llama-batch.h"
+#include "llama-graph.h"
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+#include <algorithm>
+
 #ifndef UNISKIP_HOOK_REV
 #error "UNISKIP_HOOK_REV must be defined by uniskip.cmake"
 #endif
@@ -9,6 +17,51 @@ namespace {
 // The mask for the llama_decode call the calling thread is about to make. Empty = no mask.
 thread_local std::vector<uint8_t> g_mask;
 thread_local uint64_t g_consulted = 0;
+
+// Per-position masks: n_positions rows of n_layer bytes (empty = none).
+struct RowMasks {
+    std::vector<uint8_t> masks;
+    int32_t n_layer = 0;
+    int32_t n_positions = 0;
+    int32_t first_loss_pos = -1;
+};
+thread_local RowMasks g_rows;
+thread_local uint64_t g_blended = 0;
+
+// The graph input that carries the per-row factors: F32 [n_tokens, n_layer] (block il's
+// factors are row il) and, when the loss is restricted, F32 [n_tokens] loss weights.
+class RowMaskInput : public llm_graph_input_i {
+public:
+    explicit RowMaskInput(RowMasks rows) : rows(std::move(rows)) {}
+
+    void set_input(const llama_ubatch * ubatch) override {
+        const int64_t n = ubatch->n_tokens;
+        const int64_t n_layer = rows.n_layer;
+        std::vector<float> m(static_cast<std::size_t>(n * n_layer));
+        std::vector<float> w(static_cast<std::size_t>(n));
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t pos = ubatch->pos[i];
+            const int64_t row = std::clamp<int64_t>(pos, 0, rows.n_positions - 1);
+            for (int64_t il = 0; il < n_layer; ++il) {
+                m[il * n + i] = rows.masks[row * n_layer + il] != 0 ? 1.0f : 0.0f;
+            }
+            w[i] = pos >= rows.first_loss_pos ? 1.0f : 0.0f;
+        }
+        ggml_backend_tensor_set(factors, m.data(), 0, m.size() * sizeof(float));
+        if (loss_weights != nullptr) {
+            ggml_backend_tensor_set(loss_weights, w.data(), 0, w.size() * sizeof(float));
+        }
+    }
+
+    RowMasks rows;
+    ggml_tensor * factors = nullptr;
+    ggml_tensor * loss_weights = nullptr;
+};
+
+// The graph being built on this thread: its input, and the last block's blended output
+// (the next block's input in every builder whose blocks end with build_cvec).
+thread_local RowMaskInput * g_input = nullptr;
+thread_local ggml_tensor * g_prev = nullptr;
 } // namespace
 
 bool uniskip_skip_layer(int il) {
@@ -27,10 +80,78 @@ int uniskip_last_active_layer(int n_layer) {
 }
 
 std::vector<uint8_t> uniskip_current_mask() {
-    return g_mask;
+    if (g_rows.n_positions == 0) {
+        return g_mask;
+    }
+    // A graph built without the blend must not be reused under per-position masks. (A graph
+    // with the blend is never reused: its input does not implement can_reuse.)
+    std::vector<uint8_t> marked = g_mask;
+    marked.push_back(2);
+    return marked;
+}
+
+ggml_tensor * uniskip_blend_rows(ggml_context * ctx, llm_graph_result * res, ggml_tensor * cur,
+                                 int il, int64_t n_layer, int64_t n_tokens) {
+    if (g_rows.n_positions == 0 || g_rows.n_layer != n_layer || il < 0 || il >= n_layer ||
+        cur == nullptr || res == nullptr) {
+        return cur;
+    }
+    if (il == 0) {
+        // Block 0 is computed for every row (the engine checks): its output starts the chain.
+        auto input = std::make_unique<RowMaskInput>(g_rows);
+        input->factors = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_tokens, n_layer);
+        ggml_set_input(input->factors);
+        if (g_rows.first_loss_pos >= 0) {
+            input->loss_weights = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, n_tokens);
+            ggml_set_input(input->loss_weights);
+        }
+        g_input = static_cast<RowMaskInput *>(res->add_input(std::move(input)));
+        g_prev = cur;
+        ++g_blended;
+    } else {
+        if (g_input == nullptr || g_prev == nullptr || cur->ne[1] != n_tokens ||
+            g_prev->ne[1] != n_tokens || g_input->factors->ne[0] != n_tokens) {
+            // Not the chain this blend needs: leave the graph alone; the engine sees the count.
+            g_prev = nullptr;
+            return cur;
+        }
+        ggml_tensor * factor = ggml_view_2d(ctx, g_input->factors, 1, n_tokens, sizeof(float),
+                                            static_cast<std::size_t>(il) * n_tokens * sizeof(float));
+        cur = ggml_add(ctx, g_prev, ggml_mul(ctx, ggml_sub(ctx, cur, g_prev), factor));
+        g_prev = cur;
+        ++g_blended;
+    }
+    if (il == n_layer - 1) {
+        if (g_input != nullptr && g_input->loss_weights != nullptr) {
+            cur = ggml_mul(ctx, cur, g_input->loss_weights);
+        }
+        g_input = nullptr;
+        g_prev = nullptr;
+    }
+    return cur;
 }
 
 extern "C" {
+
+void uniskip_hook_set_row_masks(const uint8_t * masks, int32_t n_layer, int32_t n_positions,
+                                int32_t first_loss_pos) {
+    g_input = nullptr;
+    g_prev = nullptr;
+    if (masks == nullptr || n_layer <= 0 || n_positions <= 0) {
+        g_rows = RowMasks{};
+        return;
+    }
+    g_rows.masks.assign(masks, masks + static_cast<std::size_t>(n_layer) * n_positions);
+    g_rows.n_layer = n_layer;
+    g_rows.n_positions = n_positions;
+    g_rows.first_loss_pos = first_loss_pos;
+}
+
+uint64_t uniskip_hook_take_blended(void) {
+    const uint64_t n = g_blended;
+    g_blended = 0;
+    return n;
+}
 
 void uniskip_hook_set_mask(const uint8_t * active, int32_t n) {
     if (active == nullptr || n <= 0) {

@@ -5,6 +5,12 @@
 // `uniskip_last_active_layer(n_layer)` instead of the last block, and makes the skip mask
 // part of the graph-reuse comparison through `uniskip_current_mask()`.
 //
+// Per-position masks (training with the prompt at full depth and the continuation under the
+// mask) do not remove blocks from the graph: every block is computed for every row, and
+// `llm_graph_context::build_cvec`, called at the end of each block, blends each row's output
+// with its input, `out = in + m_row * (block(in) - in)`, m_row in {0, 1} a graph input. A row
+// with m_row = 0 passes its residual through, exactly as a skipped block does at inference.
+//
 // The mask lives in thread-local storage: llama.cpp builds the graph for a micro-batch on
 // the thread that calls llama_decode, so a mask set by that thread just before the call
 // reaches the builder, and no other thread (or context) can see it.
@@ -24,6 +30,16 @@ int uniskip_last_active_layer(int n_layer);
 // graph built under one mask is never reused under another.
 std::vector<uint8_t> uniskip_current_mask();
 
+struct ggml_context;
+struct ggml_tensor;
+class llm_graph_result;
+
+// The end-of-block step of llm_graph_context::build_cvec: returns `cur` unchanged unless the
+// calling thread has per-position masks, then the per-row blend of block `il` (and, after the
+// last block, the loss weighting; see uniskip_hook_set_row_masks).
+ggml_tensor * uniskip_blend_rows(ggml_context * ctx, llm_graph_result * res, ggml_tensor * cur,
+                                 int il, int64_t n_layer, int64_t n_tokens);
+
 extern "C" {
 // C API used by the Rust engine.
 
@@ -32,6 +48,21 @@ void uniskip_hook_set_mask(const uint8_t * active, int32_t n);
 
 // Clears the calling thread's mask (every block computed, the unhooked path).
 void uniskip_hook_clear_mask(void);
+
+// Sets per-position masks for the calling thread's next graph builds: the row at position p
+// computes block i when masks[min(p, n_positions - 1) * n_layer + i] != 0. Every row must
+// compute block 0. When first_loss_pos >= 0, rows at positions before it leave the last block
+// as zeros (their logits are all zero, so a cross-entropy loss there is the constant
+// log(vocabulary) and gives no gradient): the loss is taken on the later rows only.
+// n_positions == 0 clears them. A block mask set with uniskip_hook_set_mask must not be set
+// at the same time.
+void uniskip_hook_set_row_masks(const uint8_t * masks, int32_t n_layer, int32_t n_positions,
+                                int32_t first_loss_pos);
+
+// Number of blocks blended per row since the last call, then resets it. A graph built under
+// per-position masks blends every block; fewer means the architecture's builder does not end
+// its blocks with build_cvec, or its last block's rows were selected (not every row output).
+uint64_t uniskip_hook_take_blended(void);
 
 // Number of times the calling thread's model builders consulted the hook since the last
 // call, then resets it. Zero after a graph build means the architecture has no hook.

@@ -23,10 +23,19 @@ Skipping blocks of a model that was never trained to do without them ruins its t
 with the mask applied, through llama.cpp's own training API and the same skip hook as
 inference, so the model learns to work without the skipped blocks.
 
-Recipe (whole-window, static pruning plus healing): every position of each training
-window runs under the mask and the loss is taken on every position. `uniskip run` reads
-the tuned file's uniskip.* metadata and applies its mask when no --speedup or
---skip-layers is given. --prune writes only the kept blocks, for plain llama.cpp.
+Recipes (--recipe):
+  prefix        each window's prompt (its first 32 tokens) runs through every block, the
+                continuation under the mask, and the loss is on the continuation only:
+                how the tuned file runs at inference (prompt at full depth, generated
+                tokens under the mask). Every block is computed for every row during
+                training and each row keeps or drops a block by its own mask, so a step
+                costs a full-depth pass.
+  whole-window  every position runs under the mask and the loss is on every position
+                (static pruning plus healing): cheaper steps, and the only recipe for
+                --prune, which writes only the kept blocks, a file plain llama.cpp runs at
+                the tuned speed with no mask.
+`uniskip run` reads the tuned file's uniskip.* metadata and applies its mask when no
+--speedup or --skip-layers is given.
 
 Data: by default self-distillation: the base model, at full depth, continues short
 prompts cut from the corpus (Shakespeare unless --corpus), and the tuned model learns to
@@ -85,6 +94,12 @@ pub struct TuneArgs {
     /// whole-window recipe, which trains every position under the mask.
     #[arg(long)]
     pub prune: bool,
+    /// How training windows meet the mask: prefix (prompt at full depth, continuation
+    /// under the mask, loss on the continuation) or whole-window (everything under the
+    /// mask, loss everywhere; needed by --prune).
+    #[arg(long, value_name = "R", default_value = "whole-window",
+          value_parser = ["prefix", "whole-window"])]
+    pub recipe: String,
     /// Continue the run interrupted with Ctrl+C (same flags).
     #[arg(long)]
     pub resume: bool,
@@ -237,6 +252,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         learning_rate: args.lr,
         eval_windows: args.eval_windows as usize,
         seed: args.seed,
+        recipe: args.recipe.parse().map_err(BadInput)?,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -10,6 +10,13 @@ unsafe extern "C" {
     fn uniskip_hook_set_mask(active: *const u8, n: i32);
     fn uniskip_hook_clear_mask();
     fn uniskip_hook_take_consulted() -> u64;
+    fn uniskip_hook_set_row_masks(
+        masks: *const u8,
+        n_layer: i32,
+        n_positions: i32,
+        first_loss_pos: i32,
+    );
+    fn uniskip_hook_take_blended() -> u64;
 }
 
 /// Sets the calling thread's skip mask for as long as it lives; clears it on drop.
@@ -38,6 +45,44 @@ impl Drop for MaskGuard {
         // SAFETY: no arguments; clears thread-local state.
         unsafe { uniskip_hook_clear_mask() }
     }
+}
+
+/// Sets the calling thread's per-position masks for as long as it lives; clears them on drop.
+///
+/// Every block is then computed for every row and each row keeps or discards a block's
+/// result by its own mask (docs/DESIGN.md section 2): row `p` uses `rows[min(p, n - 1)]`.
+pub(crate) struct RowMaskGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl RowMaskGuard {
+    /// `rows` holds `n_positions` masks of `n_layer` bytes, one after the other; rows at
+    /// positions before `first_loss_pos` (when given) produce all-zero logits.
+    pub(crate) fn set(rows: &[u8], n_layer: usize, first_loss_pos: Option<usize>) -> Self {
+        let n_positions = rows.len() / n_layer.max(1);
+        let first = first_loss_pos.map_or(-1, |p| p as i32);
+        // SAFETY: the pointer and lengths describe a live slice of n_positions * n_layer
+        // bytes; the callee copies it.
+        unsafe {
+            uniskip_hook_set_row_masks(rows.as_ptr(), n_layer as i32, n_positions as i32, first)
+        };
+        RowMaskGuard {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for RowMaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: a null pointer with zero positions clears thread-local state.
+        unsafe { uniskip_hook_set_row_masks(std::ptr::null(), 0, 0, -1) }
+    }
+}
+
+/// How many blocks graph builds on this thread blended per row since the last call.
+pub(crate) fn take_blended() -> u64 {
+    // SAFETY: no arguments; reads and resets thread-local state.
+    unsafe { uniskip_hook_take_blended() }
 }
 
 /// How many times model builders on this thread consulted the hook since the last call.

@@ -34,4 +34,4 @@ pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHI
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
 pub use speculative::{Drafter, Lossless, SpeculationStats};
-pub use train::{Trainer, TrainerOptions, WINDOW_QUANTUM, quantize, write_f32_model};
+pub use train::{Trainer, TrainerOptions, TrainingMask, WINDOW_QUANTUM, quantize, write_f32_model};

@@ -24,10 +24,32 @@ use std::ptr::NonNull;
 use llama_cpp_sys_2 as sys;
 
 use super::error::{EngineError, Result};
-use super::hook::MaskGuard;
+use super::hook::{MaskGuard, RowMaskGuard};
 
 /// llama.cpp pads a context to this many tokens: a training window is a multiple of it.
 pub const WINDOW_QUANTUM: u32 = 256;
+
+/// Which blocks each position of a training window runs through, and where the loss is
+/// taken.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainingMask<'a> {
+    /// Every block, every position (llama.cpp's own path); loss everywhere.
+    Full,
+    /// The whole window under one mask (`active[i] != 0` computes block `i`), loss
+    /// everywhere: static pruning plus healing. The block is absent from the graph.
+    Window(&'a [u8]),
+    /// The first `prefix` positions at full depth, the rest under `mask`, and the loss on
+    /// the rest only: the prompt/continuation recipe. Every block is computed and each row
+    /// keeps or discards it (the per-position blend of the hook); the prefix rows' logits
+    /// are zero, so their loss is the constant `ln(n_vocab)` and gives no gradient, and
+    /// the reported loss is the continuation's mean alone.
+    Prefix {
+        /// The continuation's mask; it must compute block 0.
+        mask: &'a [u8],
+        /// Positions run at full depth (at least 1, less than the window).
+        prefix: usize,
+    },
+}
 
 /// How a [`Trainer`] is set up.
 #[derive(Debug, Clone)]
@@ -246,19 +268,54 @@ impl Trainer {
     }
 
     /// One optimizer step on one window of `window() + 1` tokens (inputs and the next
-    /// tokens they predict) under `mask` (`active[i] != 0` computes block `i`; `None` runs
-    /// llama.cpp's own path). Returns the window's mean cross-entropy before the step.
-    pub fn step(&mut self, tokens: &[i32], mask: Option<&[u8]>) -> Result<f64> {
+    /// tokens they predict) under `mask`. Returns the window's mean cross-entropy (over the
+    /// rows the loss is taken on) before the step.
+    pub fn step(&mut self, tokens: &[i32], mask: TrainingMask<'_>) -> Result<f64> {
         self.run(&[tokens], mask, true)
     }
 
     /// Mean cross-entropy over `windows` (each `window() + 1` tokens) under `mask`, without
     /// training.
-    pub fn evaluate(&mut self, windows: &[&[i32]], mask: Option<&[u8]>) -> Result<f64> {
+    pub fn evaluate(&mut self, windows: &[&[i32]], mask: TrainingMask<'_>) -> Result<f64> {
         self.run(windows, mask, false)
     }
 
-    fn run(&mut self, windows: &[&[i32]], mask: Option<&[u8]>, train: bool) -> Result<f64> {
+    /// Checks `mask` against the model and the window; returns the rows of per-position
+    /// masks and the first loss row for [`TrainingMask::Prefix`].
+    fn check_mask(&self, mask: TrainingMask<'_>) -> Result<Option<(Vec<u8>, usize)>> {
+        let m = match mask {
+            TrainingMask::Full => return Ok(None),
+            TrainingMask::Window(m) | TrainingMask::Prefix { mask: m, .. } => m,
+        };
+        if m.len() != self.n_layer {
+            return Err(EngineError::MaskLength {
+                expected: self.n_layer,
+                got: m.len(),
+            });
+        }
+        if m.iter().all(|&b| b == 0) {
+            return Err(EngineError::AllSkipped(self.n_layer));
+        }
+        let TrainingMask::Prefix { prefix, .. } = mask else {
+            return Ok(None);
+        };
+        if prefix == 0 || prefix >= self.window {
+            return Err(EngineError::Context(format!(
+                "the full-depth prefix must be 1 to {} tokens, not {prefix}",
+                self.window - 1
+            )));
+        }
+        if m[0] == 0 {
+            return Err(EngineError::Context(
+                "the prompt/continuation recipe needs block 0 kept: it blends every later block with its input".into(),
+            ));
+        }
+        let mut rows = vec![1u8; prefix * self.n_layer];
+        rows.extend_from_slice(m);
+        Ok(Some((rows, prefix)))
+    }
+
+    fn run(&mut self, windows: &[&[i32]], mask: TrainingMask<'_>, train: bool) -> Result<f64> {
         let n = self.window;
         if windows.is_empty() {
             return Err(EngineError::Decode(
@@ -280,17 +337,7 @@ impl Trainer {
                 )));
             }
         }
-        if let Some(m) = mask {
-            if m.len() != self.n_layer {
-                return Err(EngineError::MaskLength {
-                    expected: self.n_layer,
-                    got: m.len(),
-                });
-            }
-            if m.iter().all(|&b| b == 0) {
-                return Err(EngineError::AllSkipped(self.n_layer));
-            }
-        }
+        let rows = self.check_mask(mask)?;
         let ndata = windows.len() as i64;
         // SAFETY: the dataset's tensors are host memory of exactly ndata * n i32 each; they
         // are filled before the epoch reads them and freed after. Context and model are
@@ -311,8 +358,16 @@ impl Trainer {
                 std::ptr::copy_nonoverlapping(w[1..].as_ptr(), labels.add(i * n), n);
             }
             let result = sys::ggml_opt_result_init();
+            super::hook::take_blended();
             {
-                let _mask = MaskGuard::set(mask);
+                let block_mask = match mask {
+                    TrainingMask::Window(m) => Some(m),
+                    _ => None,
+                };
+                let _mask = MaskGuard::set(block_mask);
+                let _rows = rows
+                    .as_ref()
+                    .map(|(r, first)| RowMaskGuard::set(r, self.n_layer, Some(*first)));
                 let (train_result, eval_result, split) = if train {
                     (result, std::ptr::null_mut(), ndata)
                 } else {
@@ -332,6 +387,18 @@ impl Trainer {
             sys::ggml_opt_result_loss(result, &mut loss, std::ptr::null_mut());
             sys::ggml_opt_result_free(result);
             sys::ggml_opt_dataset_free(dataset);
+            let blended = super::hook::take_blended();
+            if let Some((_, prefix)) = rows {
+                // Every window's graph must blend every block, or some rows ran blocks their
+                // mask skips.
+                if blended < (windows.len() * self.n_layer) as u64 {
+                    return Err(EngineError::Context(format!(
+                        "this architecture's blocks do not end where the per-position blend applies ({blended} of {} blocks blended): use the whole-window recipe",
+                        windows.len() * self.n_layer
+                    )));
+                }
+                loss = continuation_loss(loss, n, prefix, self.n_vocab);
+            }
             if !loss.is_finite() {
                 return Err(EngineError::Decode(format!(
                     "the training loss is {loss}: the learning rate is too high, or llama.cpp could not run the window"
@@ -356,6 +423,12 @@ impl Trainer {
     }
 }
 
+/// The mean cross-entropy over the continuation rows, from llama.cpp's mean over all `n`
+/// rows when the first `prefix` rows had all-zero logits (each contributing `ln(n_vocab)`).
+fn continuation_loss(mean_all: f64, n: usize, prefix: usize, n_vocab: usize) -> f64 {
+    (mean_all * n as f64 - prefix as f64 * (n_vocab as f64).ln()) / (n - prefix) as f64
+}
+
 impl Drop for Trainer {
     fn drop(&mut self) {
         // SAFETY: both were created by this trainer and are freed once, context first.
@@ -368,7 +441,14 @@ impl Drop for Trainer {
 
 #[cfg(test)]
 mod tests {
-    use super::is_trainable;
+    use super::{continuation_loss, is_trainable};
+
+    #[test]
+    fn the_continuation_loss_removes_the_constant_prefix_rows() {
+        // 4 rows: 1 prefix row at ln(8), 3 continuation rows averaging 2.0.
+        let mean_all = ((8f64).ln() + 3.0 * 2.0) / 4.0;
+        assert!((continuation_loss(mean_all, 4, 1, 8) - 2.0).abs() < 1e-12);
+    }
 
     #[test]
     fn only_the_named_blocks_and_the_output_norm_are_trainable() {

@@ -28,6 +28,8 @@ pub struct Fingerprint {
     pub window: usize,
     /// Peak learning rate.
     pub learning_rate: f64,
+    /// The recipe.
+    pub recipe: super::Recipe,
 }
 
 /// A checkpoint's state.

@@ -2,10 +2,12 @@
 //! it as a GGUF that carries the mask.
 //!
 //! Training runs through llama.cpp's own training API ([`crate::engine::Trainer`]) with
-//! the mask set by the same hook as at inference. The recipe is *whole-window*: every
-//! position of a training window runs under the mask and the loss is taken on every
-//! position (static pruning plus healing). The file it writes runs with the mask from its
-//! metadata (`run` applies it), or pruned (`--prune`) in plain llama.cpp.
+//! the mask set by the same hook as at inference. Two recipes ([`Recipe`]): *whole-window*
+//! (every position of a training window under the mask, loss everywhere: static pruning
+//! plus healing) and *prefix* (the window's prompt at full depth, the continuation under
+//! the mask, loss on the continuation: how the file runs at inference). The file it writes
+//! runs with the mask from its metadata, or pruned (`--prune`, whole-window only) in plain
+//! llama.cpp.
 //!
 //! - [`data`]: training windows (self-distillation or corpus) and held-out windows.
 //! - [`eval`]: quality against the base model at full depth.
@@ -22,5 +24,48 @@ pub use data::DataSource;
 pub use meta::{TunedInfo, read_tuned};
 pub use service::{Event, Outcome, Report, TuneSettings, memory_estimate, tune};
 
-/// The recipe the trainer implements: every position under the mask, loss everywhere.
-pub const RECIPE_WHOLE_WINDOW: &str = "whole-window";
+/// How training windows meet the mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// Every position under the mask, loss everywhere (static pruning plus healing).
+    WholeWindow,
+    /// The first [`data::DISTILL_PROMPT_TOKENS`] positions (the prompt) at full depth, the
+    /// continuation under the mask, loss on the continuation.
+    Prefix,
+}
+
+impl Recipe {
+    /// The name written into a tuned file's metadata and shown to people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::WholeWindow => "whole-window",
+            Recipe::Prefix => "prefix",
+        }
+    }
+
+    /// How a window is trained under `mask` with this recipe.
+    pub fn training_mask(self, mask: &[u8]) -> crate::engine::TrainingMask<'_> {
+        match self {
+            Recipe::WholeWindow => crate::engine::TrainingMask::Window(mask),
+            Recipe::Prefix => crate::engine::TrainingMask::Prefix {
+                mask,
+                prefix: data::DISTILL_PROMPT_TOKENS,
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "whole-window" => Ok(Recipe::WholeWindow),
+            "prefix" => Ok(Recipe::Prefix),
+            other => Err(format!(
+                "unknown recipe `{other}`: use prefix or whole-window"
+            )),
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::RECIPE_WHOLE_WINDOW;
+use super::Recipe;
 use super::checkpoint::{self, Fingerprint, State};
 use super::data::{self, DataSource};
 use super::eval::{Prefix, Reference};
@@ -59,6 +59,8 @@ pub struct TuneSettings {
     pub eval_windows: usize,
     /// Seed of the distillation sampler.
     pub seed: u32,
+    /// How windows meet the mask.
+    pub recipe: Recipe,
 }
 
 /// Progress of a run, for a progress display.
@@ -204,6 +206,11 @@ pub fn tune(
             settings.mask.n_layer()
         );
     }
+    if settings.prune && settings.recipe == Recipe::Prefix {
+        return Err(bad(
+            "--prune writes a file without the skipped blocks, so its prompt cannot run at full depth as the prefix recipe trains it: use --recipe whole-window with --prune".into(),
+        ));
+    }
     if super::read_tuned(&base)?.is_some() {
         return Err(bad(format!(
             "{} is already a tuned file: tune its base model instead",
@@ -234,6 +241,7 @@ pub fn tune(
         steps,
         window,
         learning_rate: settings.learning_rate,
+        recipe: settings.recipe,
     };
     let dir = checkpoint::dir_for(&settings.out);
     let weights = checkpoint::weights(&dir);
@@ -307,6 +315,7 @@ pub fn tune(
     let eval_windows = data::evaluation_windows(&base, &corpus, settings.eval_windows, window + 1)?;
     let eval_refs: Vec<&[i32]> = eval_windows.iter().map(Vec::as_slice).collect();
     let bytes = settings.mask.as_bytes();
+    let training_mask = settings.recipe.training_mask(&bytes);
 
     let mut trainer = Trainer::load(
         &weights,
@@ -319,11 +328,12 @@ pub fn tune(
     )?;
     if state.step == 0 {
         on_event(Event::Phase("held-out loss under the mask, before".into()));
-        state.eval_loss_before = trainer.evaluate(&eval_refs, Some(&bytes))?;
+        state.eval_loss_before = trainer.evaluate(&eval_refs, training_mask)?;
     }
     on_event(Event::Phase(format!(
-        "training {} of {n_layer} blocks under the mask, {steps} steps of {window} tokens",
-        settings.mask.n_active()
+        "training {} of {n_layer} blocks under the mask ({} recipe), {steps} steps of {window} tokens",
+        settings.mask.n_active(),
+        settings.recipe.name()
     )));
     let started = Instant::now();
     let first = state.step;
@@ -331,7 +341,7 @@ pub fn tune(
         let step = state.step;
         trainer.set_learning_rate(learning_rate(settings.learning_rate, step, steps) as f32);
         let tokens = &state.windows[step % state.windows.len()];
-        let loss = trainer.step(tokens, Some(&bytes))?;
+        let loss = trainer.step(tokens, training_mask)?;
         state.losses.push(loss);
         state.step += 1;
         let elapsed = started.elapsed().as_secs_f64();
@@ -357,7 +367,7 @@ pub fn tune(
     state.train_seconds += run_seconds;
     let train_tokens_per_s = ((steps - first) * window) as f64 / run_seconds.max(1e-9);
     on_event(Event::Phase("held-out loss under the mask, after".into()));
-    let eval_loss_after = trainer.evaluate(&eval_refs, Some(&bytes))?;
+    let eval_loss_after = trainer.evaluate(&eval_refs, training_mask)?;
     let final_f32 = dir.join("tuned-f32.gguf");
     trainer.save(&final_f32)?;
     drop(trainer);
@@ -369,7 +379,7 @@ pub fn tune(
         speedup: settings.speedup,
         block_count: n_layer,
         kept_blocks: settings.mask.active_indices(),
-        recipe: RECIPE_WHOLE_WINDOW.into(),
+        recipe: settings.recipe.name().into(),
         data: data_label(settings),
         tokens_trained: (steps * window) as u64,
         // NaN when nothing was trained.
