@@ -322,12 +322,17 @@ fn print_report(r: &Report) {
     );
     println!("held-out quality against the base model at full depth:");
     println!("  {:<28} {:>10} {:>9} {:>7}", "", "PPL", "KL mean", "top-1");
-    for (name, q) in [
-        ("untuned, prompt masked", &r.untuned_masked_prefix),
-        ("untuned, prompt full depth", &r.untuned_full_prefix),
-        ("tuned, prompt masked", &r.tuned_masked_prefix),
-        ("tuned, prompt full depth", &r.tuned_full_prefix),
-    ] {
+    let rows = [
+        ("untuned, prompt masked", Some(&r.untuned_masked_prefix)),
+        ("untuned, prompt full depth", Some(&r.untuned_full_prefix)),
+        ("tuned, prompt masked", Some(&r.tuned_masked_prefix)),
+        ("tuned, prompt full depth", Some(&r.tuned_full_prefix)),
+        (
+            "tuned F32, prompt full depth",
+            r.tuned_f32_full_prefix.as_ref(),
+        ),
+    ];
+    for (name, q) in rows.into_iter().filter_map(|(n, q)| Some((n, q?))) {
         println!(
             "  {name:<28} {:>10.2} {:>9.3} {:>6.1}%",
             q.perplexity,

@@ -115,6 +115,9 @@ pub struct Report {
     pub tuned_masked_prefix: QualitySummary,
     /// Tuned file, prompt at full depth.
     pub tuned_full_prefix: QualitySummary,
+    /// The F32 copy (`--f32`), prompt at full depth: against `tuned_full_prefix`, what
+    /// writing the tuned weights in the output type costs.
+    pub tuned_f32_full_prefix: Option<QualitySummary>,
     /// Training tokens per second (this run's steps).
     pub train_tokens_per_s: f64,
     /// Seconds of training (all runs of a resumed tuning together).
@@ -419,6 +422,14 @@ pub fn tune(
         reference.score(&tuned_model, &tuned_mask, Prefix::Masked, settings.threads)?;
     let tuned_full_prefix =
         reference.score(&tuned_model, &tuned_mask, Prefix::Full, settings.threads)?;
+    drop(tuned_model);
+    let tuned_f32_full_prefix = match &out_f32 {
+        Some(path) => {
+            let f32_model = Model::load(path, &ModelOptions::default())?;
+            Some(reference.score(&f32_model, mask, Prefix::Full, settings.threads)?)
+        }
+        None => None,
+    };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome::Finished(Box::new(Report {
         out: settings.out.clone(),
@@ -432,6 +443,7 @@ pub fn tune(
         untuned_full_prefix,
         tuned_masked_prefix,
         tuned_full_prefix,
+        tuned_f32_full_prefix,
         train_tokens_per_s,
         train_seconds: state.train_seconds,
         peak_rss_bytes: peak_rss(),

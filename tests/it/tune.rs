@@ -435,6 +435,17 @@ fn bad_tune_flags_exit_2_with_one_line() {
         vec!["tune", "--speedup", "1.5", "--resume", "-o", o],
         vec![
             "tune",
+            "--speedup",
+            "1.5",
+            "--recipe",
+            "prefix",
+            "--prune",
+            "-o",
+            o,
+        ],
+        vec!["tune", "--speedup", "1.5", "--recipe", "halfway", "-o", o],
+        vec![
+            "tune",
             "-m",
             bogus.to_str().unwrap(),
             "--speedup",
