@@ -11,9 +11,11 @@
 //!
 //! - [`data`]: training windows (self-distillation or corpus) and held-out windows.
 //! - [`eval`]: quality against the base model at full depth.
+//! - [`cache`]: distilled training text kept between runs.
 //! - [`checkpoint`]: what Ctrl+C leaves, for `--resume`.
 //! - [`meta`]: the `uniskip.*` metadata of a tuned file.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;

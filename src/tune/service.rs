@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::Recipe;
+use super::cache;
 use super::checkpoint::{self, Fingerprint, State};
 use super::data::{self, DataSource};
 use super::eval::{Prefix, Reference};
@@ -284,17 +285,38 @@ pub fn tune(
                 "writing {steps} training windows of {window} tokens ({})",
                 data_label(settings)
             )));
-            let windows = data::training_windows(
-                &base,
-                &corpus,
-                &settings.source,
-                steps,
-                window + 1,
-                settings.threads,
-                settings.seed,
-                &mut |done, total| on_event(Event::Data { done, total }),
-                &|| stop.load(Ordering::Relaxed),
-            );
+            let label = data_label(settings);
+            let key = cache::Key {
+                base_sha256: &base_sha256,
+                data: &label,
+                n: steps,
+                len: window + 1,
+                seed: settings.seed,
+            };
+            let kept = match settings.source {
+                DataSource::Distill => cache::load(&key)?,
+                DataSource::Corpus => None,
+            };
+            let windows = match kept {
+                Some(w) => {
+                    on_event(Event::Phase(format!(
+                        "reusing the distilled text of an earlier run ({})",
+                        key.path()?.display()
+                    )));
+                    Ok(w)
+                }
+                None => data::training_windows(
+                    &base,
+                    &corpus,
+                    &settings.source,
+                    steps,
+                    window + 1,
+                    settings.threads,
+                    settings.seed,
+                    &mut |done, total| on_event(Event::Data { done, total }),
+                    &|| stop.load(Ordering::Relaxed),
+                ),
+            };
             let windows = match windows {
                 Ok(w) => w,
                 Err(e) if stop.load(Ordering::Relaxed) => {
@@ -303,6 +325,14 @@ pub fn tune(
                 }
                 Err(e) => return Err(e),
             };
+            if settings.source == DataSource::Distill {
+                // Best effort: a cache that cannot be written only costs the next run time.
+                if let Err(e) = cache::save(&key, &windows) {
+                    on_event(Event::Phase(format!(
+                        "not keeping the distilled text: {e:#}"
+                    )));
+                }
+            }
             on_event(Event::Phase("writing the base model as F32".into()));
             write_f32_model(&settings.model, &weights, settings.threads)?;
             State {
