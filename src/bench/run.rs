@@ -117,6 +117,13 @@ pub fn run(
     if let Some(info) = crate::tune::read_tuned(&model)? {
         return super::tuned::run(settings, &model, &info, progress);
     }
+    if settings.base.is_some() {
+        return Err(crate::error::BadInput(format!(
+            "--base is for tuned files, and {} has no uniskip tuning metadata",
+            path.display()
+        ))
+        .into());
+    }
     let mut batches = settings.batches.clone();
     batches.sort_unstable();
     batches.dedup();
