@@ -8,6 +8,7 @@
 //! - [`lossless`]: lossless decoding against plain full depth, per prompt.
 //! - [`machine`]: where (when: [`crate::utc`]).
 //! - [`soak`]: the long run with its replay oracle.
+//! - [`tuned`]: a tuned file beside its base model at the file's target.
 
 pub mod grid;
 pub mod lossless;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod soak;
 pub mod svg;
+pub mod tuned;
 
 use std::time::Instant;
 

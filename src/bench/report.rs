@@ -42,6 +42,10 @@ pub struct Report {
     pub calibration: Option<CalibrationInfo>,
     /// One entry per row of the grid, impossible rows included.
     pub rows: Vec<RowReport>,
+    /// For a tuned file: its tuning and its base model, which the `full` and `(base,
+    /// untuned)` rows run and quality is measured against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<super::tuned::TunedComparison>,
 }
 
 /// Seconds spent per phase.
@@ -268,6 +272,26 @@ impl Report {
                 s.threads
             ))
         );
+        if let Some(t) = &self.tuned {
+            let _ = writeln!(
+                out,
+                "Tuned file {} ({}), beside its base model {} ({}): the `full` and `(base, \
+                 untuned)` rows run the base model, and quality is measured against the base at \
+                 full depth.",
+                self.model.file,
+                t.tuning.describe(),
+                t.base.file,
+                &t.base.sha256[..12.min(t.base.sha256.len())]
+            );
+            for r in &t.tuned_over_untuned {
+                let _ = writeln!(
+                    out,
+                    "Tuned over untuned decode speed under the same mask, batch {}: {:.3}x \
+                     ({:.3}..{:.3}, per round).",
+                    r.batch, r.ratio.median, r.ratio.min, r.ratio.max
+                );
+            }
+        }
         if let Some(q) = &self.quality_settings {
             let _ = writeln!(
                 out,

@@ -58,6 +58,8 @@ pub struct BenchSettings {
     pub calibrate: bool,
     /// The command line, as recorded in the report.
     pub command: String,
+    /// For a tuned file: its base model (`None`: the cached catalog model the file names).
+    pub base: Option<PathBuf>,
 }
 
 /// The labels of a run's phases, numbered as they will run.
@@ -110,6 +112,17 @@ pub fn run(
     };
     if let Some(w) = model.unverified_warning() {
         eprintln!("{w}");
+    }
+    // A tuned file is compared with its base model at its own target.
+    if let Some(info) = crate::tune::read_tuned(&model)? {
+        return super::tuned::run(settings, &model, &info, progress);
+    }
+    if settings.base.is_some() {
+        return Err(crate::error::BadInput(format!(
+            "--base is for tuned files, and {} has no uniskip tuning metadata",
+            path.display()
+        ))
+        .into());
     }
     let mut batches = settings.batches.clone();
     batches.sort_unstable();
@@ -279,6 +292,7 @@ pub fn run(
         }),
         calibration,
         rows,
+        tuned: None,
     })
 }
 
@@ -291,7 +305,7 @@ Scholars argue about how quickly the new technology changed the way people read,
 thought, but few doubt that it changed everything in the end.";
 
 /// Exactly `n` tokens of the speed prompt (repeated if it is too short).
-fn prompt_tokens(model: &Model, n: usize) -> Result<Vec<LlamaToken>> {
+pub(super) fn prompt_tokens(model: &Model, n: usize) -> Result<Vec<LlamaToken>> {
     let mut text = PROMPT.to_string();
     loop {
         let tokens = model.tokenize(&text, true)?;

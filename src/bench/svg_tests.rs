@@ -84,6 +84,7 @@ fn report() -> Report {
         },
         quality_settings: None,
         calibration: None,
+        tuned: None,
         rows: vec![
             row("full", 1.0, 0.0, Some((80.0, 1.0))),
             row("unified", 1.5, 2.0, Some((100.0, 1.3))),

@@ -347,6 +347,7 @@ mod tests {
             architecture: "llama".into(),
             n_layer: 30,
             template,
+            tuned: None,
         };
         State::new(info, SkipControls::for_tests(1.5), None, &[])
     }
@@ -470,6 +471,15 @@ mod tests {
         for line in &screen[1..12] {
             assert!(line.starts_with('│') && line.ends_with('│'), "{line}");
         }
+    }
+
+    #[test]
+    fn a_tuned_file_says_what_it_was_tuned_for_in_the_title() {
+        let mut s = state(true);
+        s.info.tuned = Some("tuned for 1.5x".into());
+        let screen = render(&s, 100, 24);
+        assert!(screen[0].contains("· tuned for 1.5x"), "{}", screen[0]);
+        assert!(!render(&state(true), 100, 24)[0].contains("tuned"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ fn state() -> State {
         architecture: "llama".into(),
         n_layer: 30,
         template: true,
+        tuned: None,
     };
     State::new(info, SkipControls::for_tests(1.0), None, &[])
 }

@@ -38,6 +38,7 @@ use clap::Args;
 
 use crate::engine::Model;
 use crate::error::BadInput;
+use crate::flags::tuned::{overrides_tuned, tuned_plan};
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::measure::probe;
 use crate::skip::SpeedupMode;
@@ -120,7 +121,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
     args.model.check_context(&model)?;
-    let info = ModelFacts::of(&model);
+    let mut info = ModelFacts::of(&model);
+    // A tuned file starts at the mask it was tuned for unless the flags name one.
+    let tuned = crate::tune::read_tuned(&model)?;
+    info.tuned = tuned
+        .as_ref()
+        .map(|t| format!("tuned for {}", crate::bench::report::fmt_target(t.speedup)));
     let max_tokens = args.max_tokens as usize;
     let seed = u64::from(args.sampling.seed);
     let context = args.model.context_options(1);
@@ -147,14 +153,19 @@ pub fn run(args: ChatArgs) -> Result<()> {
         cost: cost_probe,
     };
     let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
-    let profile = args.skip.calibration_masks(Some(&path), None)?;
-    let plan = args.skip.plan_with(
-        model.n_layer(),
-        max_tokens,
-        seed,
-        cost.as_ref(),
-        profile.as_deref(),
-    )?;
+    let plan = match tuned.as_ref().filter(|_| !overrides_tuned(&args.skip)) {
+        Some(t) => tuned_plan(t, model.n_layer(), max_tokens, seed)?,
+        None => {
+            let profile = args.skip.calibration_masks(Some(&path), None)?;
+            args.skip.plan_with(
+                model.n_layer(),
+                max_tokens,
+                seed,
+                cost.as_ref(),
+                profile.as_deref(),
+            )?
+        }
+    };
     let mut controls = SkipControls::new(plan, args.skip.prefill);
     if args.lossless.draft_model.is_some() {
         return Err(crate::error::BadInput(
@@ -200,6 +211,13 @@ pub fn run(args: ChatArgs) -> Result<()> {
     }
     if let Some(w) = model.unverified_warning() {
         state.notice(w);
+    }
+    if let Some(t) = &tuned {
+        state.notice(if overrides_tuned(&args.skip) {
+            format!("{}; running the skip flags' mask instead", t.describe())
+        } else {
+            format!("{}: starting at its mask", t.describe())
+        });
     }
     let setup = WorkerSetup {
         context,

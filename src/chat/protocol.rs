@@ -21,6 +21,8 @@ pub struct ModelFacts {
     pub n_layer: usize,
     /// Whether the model carries a chat template (else: plain continuation).
     pub template: bool,
+    /// For a tuned file (from `uniskip tune`): `tuned for 1.5x`.
+    pub tuned: Option<String>,
 }
 
 impl ModelFacts {
@@ -31,6 +33,7 @@ impl ModelFacts {
             architecture: model.architecture().to_owned(),
             n_layer: model.n_layer(),
             template: model.has_chat_template(),
+            tuned: None,
         }
     }
 }

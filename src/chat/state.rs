@@ -273,8 +273,13 @@ impl State {
         } else {
             "no chat template: plain continuation"
         };
+        let tuned = self
+            .info
+            .tuned
+            .as_ref()
+            .map_or(String::new(), |t| format!(" · {t}"));
         format!(
-            "uniskip · {} · {} blocks · {framing}",
+            "uniskip · {} · {} blocks · {framing}{tuned}",
             self.info.name, self.info.n_layer
         )
     }

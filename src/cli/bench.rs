@@ -28,13 +28,20 @@ depth, the continuation under the mask; perplexity, KL divergence from full dept
 percentile), top-1 agreement. Calibrated rows use the model's calibration profile (searched \
 first when there is none, on the corpus's calibration slice, which is disjoint).
 
+A tuned file (from `uniskip tune`) is compared with its base model at the file's own \
+strategy and target, instead of the grid: the base at full depth, the base under the same \
+mask (untuned) and the tuned file under its mask; quality against the base at full depth, \
+speed of all three in one interleaved run. The base is the cached catalog model with the \
+sha256 the file names, or --base FILE.
+
 Writes the Markdown table to stdout and the JSON record, the table and the SVG charts to \
 --out. Targets a model cannot reach are reported as impossible, with the reason.
 
 Examples:
   uniskip bench -t 2
   uniskip bench -t 2 --strategies unified,early-exit --targets 1.5,2 --batch 1 --rounds 3
-  uniskip bench -t 2 --lossless --draft-targets 1.25,2 --rounds 3"
+  uniskip bench -t 2 --lossless --draft-targets 1.25,2 --rounds 3
+  uniskip bench -t 2 -m smollm2.tuned-unified-1.5x.gguf --batch 1"
 )]
 pub struct BenchArgs {
     /// The model and how to run it.
@@ -103,6 +110,9 @@ pub struct BenchArgs {
     /// Print the JSON record on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// A tuned file's base model.
+    #[command(flatten)]
+    pub base: crate::flags::tuned::BaseArgs,
     /// The lossless benchmark's flags.
     #[command(flatten)]
     pub lossless: super::bench_lossless::LosslessBenchArgs,
@@ -143,6 +153,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         profile: args.profile.clone(),
         calibrate: !args.no_calibrate,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        base: args.base.base.clone(),
     };
     let mut bar: Option<(String, Progress)> = None;
     let report = bench::run::run(&settings, &mut |label, done, total| {

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::progress::Progress;
 use crate::engine::{Model, PrefillPolicy};
+use crate::flags::tuned::{BaseArgs, load_base, overrides_tuned, tuned_plan};
 use crate::flags::{CorpusArgs, ModelArgs, SkipArgs};
+use crate::quality::cross::evaluate_against;
 use crate::quality::{Slice, evaluate};
 use crate::skip::Mask;
 
@@ -22,9 +24,15 @@ is scored: perplexity of the actual text, KL divergence from the full-depth dist
 (mean and 99th percentile), and top-1 agreement with full depth. Windows come from the \
 evaluation slice of the corpus (disjoint from the calibration slice).
 
+A tuned file (from `uniskip tune`) runs its own mask unless --speedup, --skip-layers or \
+--strategy say otherwise, and is scored against its base model at full depth (found in the \
+model cache by the sha256 the file names, or given with --base): the full-depth row is then \
+the base model's.
+
 Example:
   uniskip ppl -t 2 --speedup 1.5
-  uniskip ppl -t 2 --strategy calibrated --speedup 2 --corpus notes.txt"
+  uniskip ppl -t 2 --strategy calibrated --speedup 2 --corpus notes.txt
+  uniskip ppl -t 2 -m smollm2.tuned-unified-1.5x.gguf"
 )]
 pub struct PplArgs {
     /// The model and how to run it.
@@ -36,6 +44,9 @@ pub struct PplArgs {
     /// The text and its windows.
     #[command(flatten)]
     pub corpus: CorpusArgs,
+    /// A tuned file's base model.
+    #[command(flatten)]
+    pub base: BaseArgs,
     /// Calibration profile for `--strategy calibrated` [default: the model's cached one].
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
@@ -58,24 +69,50 @@ pub fn run(args: PplArgs) -> Result<()> {
     let model = Model::load(&path, &args.model.model_options())?;
     let n_layer = model.n_layer();
     let shape = args.corpus.shape();
-    let calibrated = args
-        .skip
-        .calibration_masks(Some(&path), args.profile.as_deref())?;
-    let plan = args.skip.plan_with(
-        n_layer,
-        shape.continuation + 1,
-        args.seed,
-        None,
-        calibrated.as_deref(),
-    )?;
+    // A tuned file runs its own mask unless the flags name one, and its reference is the
+    // model it was tuned from.
+    let tuned = crate::tune::read_tuned(&model)?;
+    let base = match &tuned {
+        Some(info) => Some(load_base(
+            &model,
+            info,
+            &path,
+            &args.base,
+            &args.model.model_options(),
+        )?),
+        None if args.base.base.is_some() => {
+            return Err(crate::error::BadInput(format!(
+                "--base is for tuned files, and {} has no uniskip tuning metadata",
+                path.display()
+            ))
+            .into());
+        }
+        None => None,
+    };
+    let plan = match tuned.as_ref().filter(|_| !overrides_tuned(&args.skip)) {
+        Some(info) => tuned_plan(info, n_layer, shape.continuation + 1, args.seed)?,
+        None => {
+            let calibrated = args
+                .skip
+                .calibration_masks(Some(&path), args.profile.as_deref())?;
+            args.skip.plan_with(
+                n_layer,
+                shape.continuation + 1,
+                args.seed,
+                None,
+                calibrated.as_deref(),
+            )?
+        }
+    };
     // Position j of the continuation is decode step j + 1.
     let masks: Vec<Mask> = (1..=shape.continuation)
         .map(|s| plan.mask(s).clone())
         .collect();
     let corpus = args.corpus.load()?;
+    let reference_model = base.as_ref().map_or(&model, |(_, b)| b);
     let windows = corpus
         .windows(
-            &model,
+            reference_model,
             Slice::Evaluation,
             args.corpus.windows as usize,
             shape.len(),
@@ -83,16 +120,40 @@ pub fn run(args: PplArgs) -> Result<()> {
         .context("cutting the evaluation windows")?;
     let threads = args.model.context_options(1).threads;
     let mut bar = Progress::new("evaluating");
-    let accs = evaluate(
-        &model,
-        threads,
-        &windows,
-        shape,
-        crate::quality::windows_per_group(model.n_vocab(), shape.continuation),
-        &[vec![Mask::full(n_layer); shape.continuation], masks.clone()],
-        &mut |d, t| bar.update(d, t, ""),
-    )?;
-    let (full, skipped) = (accs[0].summary(), accs[1].summary());
+    let group = crate::quality::windows_per_group(model.n_vocab(), shape.continuation);
+    let (full, skipped) = match &base {
+        Some((_, base_model)) => {
+            let (on_base, on_tuned) = evaluate_against(
+                base_model,
+                &model,
+                threads,
+                &windows,
+                shape,
+                group,
+                &[vec![Mask::full(base_model.n_layer()); shape.continuation]],
+                std::slice::from_ref(&masks),
+                &mut |d, t| bar.update(d, t, ""),
+            )?;
+            (on_base[0].summary(), on_tuned[0].summary())
+        }
+        None => {
+            let accs = evaluate(
+                &model,
+                threads,
+                &windows,
+                shape,
+                group,
+                &[vec![Mask::full(n_layer); shape.continuation], masks.clone()],
+                &mut |d, t| bar.update(d, t, ""),
+            )?;
+            (accs[0].summary(), accs[1].summary())
+        }
+    };
+    let base_path = base.as_ref().map(|(p, _)| p.display().to_string());
+    let reference = match &base_path {
+        Some(p) => format!("the base model at full depth ({p})"),
+        None => "full depth".to_string(),
+    };
     let mean_active = masks.iter().map(|m| m.n_active() as f64).sum::<f64>() / masks.len() as f64;
     let strategy = plan.spec().strategy().name();
     let mut out = std::io::stdout().lock();
@@ -112,6 +173,10 @@ pub fn run(args: PplArgs) -> Result<()> {
             "continuation_tokens": shape.continuation,
             "full": full,
             "skipped": skipped,
+            "tuned": tuned,
+            "reference": reference,
+            "base_model": base_path,
+            "base_sha256": tuned.as_ref().map(|t| &t.base_sha256),
         });
         writeln!(out, "{value}")?;
         return Ok(());
@@ -127,6 +192,13 @@ pub fn run(args: PplArgs) -> Result<()> {
         shape.continuation,
         skipped.tokens
     )?;
+    let (full_label, full_blocks, tuned_label) = match (&tuned, &base) {
+        (Some(info), Some((_, b))) => {
+            writeln!(out, "{}; KL and top-1 against {reference}", info.describe())?;
+            ("full depth (base model)", b.n_layer(), " (tuned file)")
+        }
+        _ => ("full depth", n_layer, ""),
+    };
     writeln!(
         out,
         "\n| configuration | blocks | PPL | KL mean | KL p99 | top-1 |"
@@ -134,12 +206,12 @@ pub fn run(args: PplArgs) -> Result<()> {
     writeln!(out, "|---|---|---|---|---|---|")?;
     writeln!(
         out,
-        "| full depth | {n_layer} | {:.3} | 0 | 0 | 100% |",
+        "| {full_label} | {full_blocks} | {:.3} | 0 | 0 | 100% |",
         full.perplexity
     )?;
     writeln!(
         out,
-        "| {strategy} {:.3}x | {mean_active:.1} | {:.3} | {:.4} | {:.4} | {:.1}% |",
+        "| {strategy} {:.3}x{tuned_label} | {mean_active:.1} | {:.3} | {:.4} | {:.4} | {:.1}% |",
         plan.target(),
         skipped.perplexity,
         skipped.kl_mean,

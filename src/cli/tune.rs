@@ -343,8 +343,8 @@ fn print_report(r: &Report) {
 }
 
 /// The plan a tuned file asks for when the user gave no skip flags (no `--speedup`, no
-/// `--skip-layers`): its own mask. The prompt runs as `--prefill` says (full depth by
-/// default): on held-out text a whole-window-tuned SmolLM2 scored better with the prompt
+/// `--skip-layers`, no `--strategy`): its own mask. The prompt runs as `--prefill` says
+/// (full depth by default): on held-out text a whole-window-tuned SmolLM2 scored better with the prompt
 /// at full depth than under the mask (docs/TUNE.md). `None` for an untuned file, or when
 /// skip flags were given.
 pub fn tuned_plan(
@@ -354,7 +354,7 @@ pub fn tuned_plan(
     let Some(info) = crate::tune::read_tuned(model)? else {
         return Ok(None);
     };
-    if skip.skip_layers.is_some() || skip.speedup != 1.0 {
+    if crate::flags::tuned::overrides_tuned(skip) {
         return Ok(None);
     }
     let plan = Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?;

@@ -11,6 +11,7 @@
 //! `$HOME/.cache/uniskip/models`.
 
 mod archive;
+mod by_sha;
 mod catalog;
 mod error;
 mod npm;
@@ -28,6 +29,7 @@ pub use catalog::{Catalog, Entry, Format, Kind, Package};
 pub use error::ModelError;
 
 use archive::{HashWriter, copy_member, extract_dir, sha256_file};
+pub use by_sha::cached_model_with_sha256;
 use verify::{verify_file, write_stamp};
 
 /// Adds what was being done to an [`io::Error`].

@@ -18,8 +18,11 @@
 //!
 //! - [`metrics`]: the arithmetic (log-softmax, KL, perplexity, percentiles).
 //! - [`corpus`]: the text and the evaluation and calibration windows cut from it.
+//! - [`cross`]: scoring one model against another model's full depth (a tuned file
+//!   against its base).
 
 pub mod corpus;
+pub mod cross;
 pub mod metrics;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +80,24 @@ impl<'m> TeacherForcing<'m> {
         windows: Vec<Vec<LlamaToken>>,
         shape: WindowShape,
     ) -> Result<Self> {
+        let mut tf = Self::prefilled(model, threads, windows, shape)?;
+        let full = Mask::full(model.n_layer());
+        let mut reference = Vec::with_capacity(tf.scored_tokens());
+        tf.run(&vec![full; shape.continuation], &mut |_, _, logits| {
+            reference.push(Distribution::from_logits(logits));
+        })?;
+        tf.reference = reference;
+        Ok(tf)
+    }
+
+    /// Runs the prefixes of `windows` at full depth, one sequence per window; the
+    /// reference is left empty.
+    fn prefilled(
+        model: &'m Model,
+        threads: i32,
+        windows: Vec<Vec<LlamaToken>>,
+        shape: WindowShape,
+    ) -> Result<Self> {
         assert!(
             !windows.is_empty(),
             "teacher forcing needs at least one window"
@@ -119,11 +140,6 @@ impl<'m> TeacherForcing<'m> {
         for chunk in prefix.chunks(tf.session.n_batch()) {
             tf.session.decode(chunk, Some(&full))?;
         }
-        let mut reference = Vec::with_capacity(n * shape.continuation);
-        tf.run(&vec![full; shape.continuation], &mut |_, _, logits| {
-            reference.push(Distribution::from_logits(logits));
-        })?;
-        tf.reference = reference;
         Ok(tf)
     }
 

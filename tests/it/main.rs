@@ -20,3 +20,4 @@ mod setup_check;
 mod soak;
 mod tokcheck;
 mod tune;
+mod tuned_files;

@@ -198,7 +198,7 @@ fn uniskip(args: &[&str]) -> std::process::Output {
 }
 
 /// `uniskip tune` on SmolLM2 with flags for a tiny budget, writing `out`.
-fn tune_command(out: &std::path::Path, extra: &[&str]) -> std::process::Command {
+pub(crate) fn tune_command(out: &std::path::Path, extra: &[&str]) -> std::process::Command {
     let smollm2 = model_path("smollm2");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_uniskip"));
     cmd.args([
@@ -224,7 +224,7 @@ fn one_thread() -> uniskip::engine::ContextOptions {
     }
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
+pub(crate) fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "failed ({:?}): {}",
