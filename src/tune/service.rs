@@ -489,6 +489,18 @@ fn save_checkpoint(trainer: &Trainer, dir: &Path, state: &State) -> Result<()> {
     checkpoint::save(dir, state)
 }
 
+/// String metadata of the base file that a tuned file carries over (llama.cpp's model
+/// writer drops them).
+const CARRIED_STRINGS: &[&str] = &[
+    "tokenizer.chat_template",
+    "general.name",
+    "general.basename",
+    "general.finetune",
+    "general.size_label",
+    "general.license",
+    "general.organization",
+];
+
 /// Writes the tuned file (quantized to `file_type`) and, when asked, the F32 copy; both
 /// carry the tuning metadata and the base model's training context length (training
 /// overwrote it with the window). Returns the F32 copy's path.
@@ -500,6 +512,13 @@ fn write_outputs(
     file_type: i32,
 ) -> Result<Option<PathBuf>> {
     let mut entries = tuned.entries();
+    // llama.cpp's model writer keeps the tokenizer but not the chat template nor the
+    // descriptive general.* strings: a tuned instruct model must still chat.
+    for key in CARRIED_STRINGS {
+        if let Some(value) = base.metadata(key) {
+            entries.push(((*key).into(), MetaValue::Str(value)));
+        }
+    }
     entries.push((
         format!("{}.context_length", base.architecture()),
         MetaValue::U32(base.n_ctx_train() as u32),
@@ -532,7 +551,8 @@ fn write_outputs(
                 settings.mask.to_skip_list()
             )),
         ));
-        pruned_entries.push(entries.last().expect("context length entry").clone());
+        // The carried strings and the context length, after the tuning entries.
+        pruned_entries.extend_from_slice(&entries[tuned.entries().len()..]);
         write_with_metadata(&pruned, &tmp_out, &pruned_entries)?;
     } else {
         write_with_metadata(&source, &tmp_out, &entries)?;

@@ -288,3 +288,30 @@ fn the_chat_of_a_tuned_file_says_tuned_for_1_5x_and_starts_at_its_mask() {
         "{stderr}"
     );
 }
+
+/// A tuned file keeps what makes its base an instruct model: its chat template (llama.cpp's
+/// model writer drops it; the tuned file carries it over), so `run --chat` works on it, in
+/// both output forms.
+#[test]
+fn a_tuned_file_keeps_its_base_models_chat_template() {
+    for file in [untrained_tuned_file(), untrained_pruned_file()] {
+        let out = uniskip(&[
+            "run",
+            "-m",
+            file.to_str().unwrap(),
+            "--chat",
+            "-p",
+            "Hello",
+            "-n",
+            "2",
+            "-t",
+            "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
