@@ -325,7 +325,7 @@ pub fn tune(
                 }
                 Err(e) => return Err(e),
             };
-            if settings.source == DataSource::Distill {
+            if settings.source == DataSource::Distill && !windows.is_empty() {
                 // Best effort: a cache that cannot be written only costs the next run time.
                 if let Err(e) = cache::save(&key, &windows) {
                     on_event(Event::Phase(format!(
