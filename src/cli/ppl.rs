@@ -3,12 +3,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
 use super::progress::Progress;
 use crate::engine::{Model, PrefillPolicy};
+use crate::error::BadInput;
+use crate::flags::lossless::LosslessArgs;
 use crate::flags::{CorpusArgs, ModelArgs, SkipArgs};
 use crate::quality::{Slice, evaluate};
 use crate::skip::Mask;
@@ -22,8 +24,15 @@ is scored: perplexity of the actual text, KL divergence from the full-depth dist
 (mean and 99th percentile), and top-1 agreement with full depth. Windows come from the \
 evaluation slice of the corpus (disjoint from the calibration slice).
 
+With --lossless the continuation is decoded the lossless way instead (the drafter proposes, \
+full depth verifies in batches, a draft is kept when it equals the text) and every prediction \
+is scored from verification's rows: the quality is computed, not assumed, and equals full \
+depth's up to llama.cpp's rounding between batch shapes. The drafter's share of drafts equal \
+to the text and to full depth's most likely token is reported beside it.
+
 Example:
   uniskip ppl -t 2 --speedup 1.5
+  uniskip ppl -t 2 --lossless --drafter mask --speedup 2
   uniskip ppl -t 2 --strategy calibrated --speedup 2 --corpus notes.txt"
 )]
 pub struct PplArgs {
@@ -45,15 +54,21 @@ pub struct PplArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Lossless decoding (`--speedup`/`--strategy` choose the drafting mask).
+    #[command(flatten)]
+    pub lossless: LosslessArgs,
 }
 
 /// Runs `uniskip ppl`.
 pub fn run(args: PplArgs) -> Result<()> {
     if args.skip.prefill != PrefillPolicy::Full {
-        bail!(
+        return Err(BadInput(
             "`uniskip ppl` runs every prefix at full depth (the paper's protocol): drop --prefill"
-        );
+                .into(),
+        )
+        .into());
     }
+    args.lossless.drafter()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
     let n_layer = model.n_layer();
@@ -81,6 +96,9 @@ pub fn run(args: PplArgs) -> Result<()> {
             shape.len(),
         )
         .context("cutting the evaluation windows")?;
+    if args.lossless.lossless {
+        return super::ppl_lossless::run(&args, &model, plan, &corpus, &windows, shape);
+    }
     let threads = args.model.context_options(1).threads;
     let mut bar = Progress::new("evaluating");
     let accs = evaluate(
