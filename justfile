@@ -58,3 +58,8 @@ hook-rev:
     @rev=$(cd ffi && for f in $(ls | LC_ALL=C sort); do [ -f "$f" ] && echo "$f $(sha256sum "$f" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16); \
     sed -i "s/^GGML_UNISKIP_REV = .*/GGML_UNISKIP_REV = \"$rev\"/" .cargo/config.toml; \
     echo "$rev"
+
+# llama.cpp's llama-lookup and llama-speculative-simple against `uniskip bench --lossless`
+# on the same prompts (builds the tools once; see README, "Peers").
+peers *FLAGS: build
+    bash scripts/peers.sh run {{FLAGS}}
