@@ -129,7 +129,8 @@ common = ["-m", gguf, "-t", threads, "-n", tokens, "-c", "2048", "-ngl", "0",
 tools = {
     "llama plain": [f"{bin_dir}/llama-lookup", "--spec-draft-n-max", "0"],
     "llama-lookup": [f"{bin_dir}/llama-lookup", "--spec-draft-n-max", draft_max],
-    "llama-spec self": [f"{bin_dir}/llama-speculative-simple", "-md", gguf, "-td", threads,
+    "llama-spec self": [f"{bin_dir}/llama-speculative-simple", "-md", gguf,
+                        "--spec-type", "draft-simple", "-td", threads,
                         "-ngld", "0", "--spec-draft-n-max", draft_max],
 }
 SPEED = re.compile(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds, speed:\s+([\d.]+) t/s")
