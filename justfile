@@ -61,3 +61,8 @@ hook-rev:
     @# llama-cpp-sys-2's build script hard-links llama.cpp's libraries into target/ and fails
     @# ("File exists") on the dangling links an earlier build left there: remove them.
     @find target -maxdepth 3 -name 'lib*.so' -xtype l -delete 2>/dev/null || true
+
+# llama.cpp's llama-lookup and llama-speculative-simple against `uniskip bench --lossless`
+# on the same prompts (builds the tools once; see README, "Peers").
+peers *FLAGS: build
+    bash scripts/peers.sh run {{FLAGS}}

@@ -21,9 +21,14 @@ pub struct BenchPrompt {
     pub name: String,
     /// The text as given (before any chat template).
     pub text: String,
+    /// The text fed to the model: after the chat template, special tokens written out (so
+    /// that other tools can be given the same prompt).
+    pub fed: String,
     /// Tokens fed to the model.
     #[serde(skip)]
     pub tokens: Vec<LlamaToken>,
+    /// How many (so that other tools can check they read the prompt alike).
+    pub n_tokens: usize,
 }
 
 /// One configuration: plain full depth, or lossless decoding with a drafter.

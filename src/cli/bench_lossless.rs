@@ -121,10 +121,13 @@ pub fn run(
             } else {
                 text.clone()
             };
+            let tokens = model.tokenize(&fed, true)?;
             Ok(BenchPrompt {
                 name,
-                tokens: model.tokenize(&fed, true)?,
+                n_tokens: tokens.len(),
+                tokens,
                 text,
+                fed,
             })
         })
         .collect::<Result<Vec<_>>>()?;

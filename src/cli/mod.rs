@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod check;
 pub mod plan;
 pub mod ppl;
+mod ppl_lossless;
 pub mod progress;
 pub mod rpc_server;
 pub mod run;

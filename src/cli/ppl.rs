@@ -3,12 +3,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
 use super::progress::Progress;
 use crate::engine::{Model, PrefillPolicy};
+use crate::error::BadInput;
+use crate::flags::lossless::LosslessArgs;
 use crate::flags::tuned::{BaseArgs, load_base, overrides_tuned, tuned_plan};
 use crate::flags::{CorpusArgs, ModelArgs, SkipArgs};
 use crate::quality::cross::evaluate_against;
@@ -29,8 +31,15 @@ A tuned file (from `uniskip tune`) runs its own mask unless --speedup, --skip-la
 model cache by the sha256 the file names, or given with --base): the full-depth row is then \
 the base model's.
 
+With --lossless the continuation is decoded the lossless way instead (the drafter proposes, \
+full depth verifies in batches, a draft is kept when it equals the text) and every prediction \
+is scored from verification's rows: the quality is computed, not assumed, and equals full \
+depth's up to llama.cpp's rounding between batch shapes. The drafter's share of drafts equal \
+to the text and to full depth's most likely token is reported beside it.
+
 Example:
   uniskip ppl -t 2 --speedup 1.5
+  uniskip ppl -t 2 --lossless --drafter mask --speedup 2
   uniskip ppl -t 2 --strategy calibrated --speedup 2 --corpus notes.txt
   uniskip ppl -t 2 -m smollm2.tuned-unified-1.5x.gguf"
 )]
@@ -56,15 +65,21 @@ pub struct PplArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Lossless decoding (`--speedup`/`--strategy` choose the drafting mask).
+    #[command(flatten)]
+    pub lossless: LosslessArgs,
 }
 
 /// Runs `uniskip ppl`.
 pub fn run(args: PplArgs) -> Result<()> {
     if args.skip.prefill != PrefillPolicy::Full {
-        bail!(
+        return Err(BadInput(
             "`uniskip ppl` runs every prefix at full depth (the paper's protocol): drop --prefill"
-        );
+                .into(),
+        )
+        .into());
     }
+    args.lossless.drafter()?;
     let path = args.model.resolve()?;
     let model = Model::load(&path, &args.model.model_options())?;
     let n_layer = model.n_layer();
@@ -118,6 +133,9 @@ pub fn run(args: PplArgs) -> Result<()> {
             shape.len(),
         )
         .context("cutting the evaluation windows")?;
+    if args.lossless.lossless {
+        return super::ppl_lossless::run(&args, &model, plan, &corpus, &windows, shape);
+    }
     let threads = args.model.context_options(1).threads;
     let mut bar = Progress::new("evaluating");
     let group = crate::quality::windows_per_group(model.n_vocab(), shape.continuation);

@@ -89,6 +89,18 @@ pub enum EngineError {
     /// The prompt could not be tokenized.
     #[error("cannot tokenize the prompt: {0}")]
     Tokenize(String),
+    /// Teacher forcing was given fewer tokens than it is asked to take.
+    #[error(
+        "the forced text of sequence {seq} holds {tokens} tokens, fewer than the {max_tokens} asked for"
+    )]
+    ForcedTextShort {
+        /// The sequence.
+        seq: usize,
+        /// Tokens its text holds.
+        tokens: usize,
+        /// Tokens the request takes.
+        max_tokens: usize,
+    },
 }
 
 impl EngineError {
@@ -106,6 +118,7 @@ impl EngineError {
                 | EngineError::Tokenize(_)
                 | EngineError::Template(_)
                 | EngineError::Rpc(_)
+                | EngineError::DraftVocabulary { .. }
         )
     }
 }

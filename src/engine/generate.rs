@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::{EngineError, Result};
 use super::session::{BatchToken, Session};
 use super::speculative::{
-    Emitted, Entry, Lossless, Next, Picker, SpeculationStats, Speculator, rule::Rng,
+    Emitted, Entry, Lossless, Next, Observer, Picker, SpeculationStats, Speculator, rule::Rng,
 };
 use crate::skip::Mask;
 
@@ -57,7 +57,7 @@ impl Sampling {
     /// How tokens are picked: by llama.cpp's chain, or — for lossless decoding with
     /// sampling, whose rejection rule needs the probabilities — by the chain's shaping
     /// stages and a random source seeded alike.
-    fn picker(&self, model: &super::Model, lossless: bool) -> Picker {
+    fn picker<'a>(&self, model: &super::Model, lossless: bool) -> Picker<'a> {
         if lossless && self.temperature > 0.0 {
             Picker::Shaped {
                 shape: LlamaSampler::chain_simple(self.stages(model, false)),
@@ -334,12 +334,59 @@ impl Emitter<'_, '_> {
     }
 }
 
+/// Teacher forcing: every sequence takes the tokens of a given text instead of choosing
+/// (the first from the prompt's logits), and `observe` sees each row that predicted one.
+pub struct Forcing<'a> {
+    /// Per sequence, the tokens to take, at least the request's `max_tokens` each.
+    pub texts: &'a [Vec<LlamaToken>],
+    /// Sees every row that predicted a token of a text.
+    pub observe: &'a Observer<'a>,
+}
+
 /// Generates for every prompt at once. `mask_for_step(step)` gives the mask of decode step
 /// `step` (read once per step, so a change applies from the next decode call);
 /// `on_piece` receives streamed text and may stop the generation.
 pub fn generate(
     session: &mut Session<'_>,
     request: &Request<'_>,
+    mask_for_step: &mut dyn FnMut(usize) -> Mask,
+    on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> Result<Generation> {
+    decode_loop(session, request, None, mask_for_step, on_piece)
+}
+
+/// [`generate`] with every token taken from `forcing`'s texts instead of chosen: the same
+/// loop, plain or lossless, so that a text can be scored from the very logits generation
+/// computes (with `--lossless`, verification's rows). A drafted token is kept when it
+/// equals the text's.
+pub fn generate_forced(
+    session: &mut Session<'_>,
+    request: &Request<'_>,
+    forcing: &Forcing<'_>,
+    mask_for_step: &mut dyn FnMut(usize) -> Mask,
+    on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> Result<Generation> {
+    let short = (0..request.prompts.len()).find(|&seq| {
+        forcing
+            .texts
+            .get(seq)
+            .is_none_or(|t| t.len() < request.max_tokens)
+    });
+    if let Some(seq) = short {
+        return Err(EngineError::ForcedTextShort {
+            seq,
+            tokens: forcing.texts.get(seq).map_or(0, Vec::len),
+            max_tokens: request.max_tokens,
+        });
+    }
+    decode_loop(session, request, Some(forcing), mask_for_step, on_piece)
+}
+
+/// The one decoding loop behind [`generate`] and [`generate_forced`].
+fn decode_loop<'f>(
+    session: &mut Session<'_>,
+    request: &Request<'_>,
+    forcing: Option<&Forcing<'f>>,
     mask_for_step: &mut dyn FnMut(usize) -> Mask,
     on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> Result<Generation> {
@@ -391,7 +438,7 @@ pub fn generate(
         )
     };
     let mut prompt_tokens = 0;
-    let mut pickers: Vec<Picker> = Vec::with_capacity(n);
+    let mut pickers: Vec<Picker<'f>> = Vec::with_capacity(n);
     let mut last_tokens = Vec::with_capacity(n);
     for (seq, prompt) in request.prompts.iter().enumerate() {
         let Some((&last, _)) = prompt.split_last() else {
@@ -420,7 +467,15 @@ pub fn generate(
         });
         let mut sampling = request.sampling.clone();
         sampling.seed = sampling.seed.wrapping_add(seq as u32);
-        let mut picker = sampling.picker(model, request.lossless.is_some());
+        let mut picker = match forcing {
+            Some(f) => Picker::Forced {
+                seq,
+                text: &f.texts[seq],
+                next: 0,
+                observe: f.observe,
+            },
+            None => sampling.picker(model, request.lossless.is_some()),
+        };
         picker.accept_many(prompt);
         pickers.push(picker);
     }

@@ -25,7 +25,8 @@ mod train;
 
 pub use error::{EngineError, Result};
 pub use generate::{
-    Generation, Piece, PrefillPolicy, Request, Sampling, StopReason, Utf8Stream, generate,
+    Forcing, Generation, Piece, PrefillPolicy, Request, Sampling, StopReason, Utf8Stream, generate,
+    generate_forced,
 };
 pub use kv::SeqLedger;
 pub use llama_cpp_2::token::LlamaToken;
@@ -33,5 +34,5 @@ pub use metadata::{MetaValue, write_with_metadata};
 pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHITECTURES};
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
-pub use speculative::{Drafter, Lossless, SpeculationStats};
+pub use speculative::{Drafter, ForcedRow, Lossless, Observer, SpeculationStats};
 pub use train::{Trainer, TrainerOptions, TrainingMask, WINDOW_QUANTUM, quantize, write_f32_model};

@@ -20,9 +20,11 @@
 //! - [`corpus`]: the text and the evaluation and calibration windows cut from it.
 //! - [`cross`]: scoring one model against another model's full depth (a tuned file
 //!   against its base).
+//! - [`lossless`]: the same windows scored from lossless decoding's verification rows.
 
 pub mod corpus;
 pub mod cross;
+pub mod lossless;
 pub mod metrics;
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +158,14 @@ impl<'m> TeacherForcing<'m> {
     /// Tokens scored per schedule.
     pub fn scored_tokens(&self) -> usize {
         self.windows.len() * self.shape.continuation
+    }
+
+    /// Scores one row of logits that predicted continuation position `position` of window
+    /// `window` (a token of `window[prefix + position + 1]`) against the reference there.
+    pub fn score_row(&self, window: usize, position: usize, logits: &[f32]) -> TokenScore {
+        let c = self.shape.continuation;
+        let target = self.windows[window][self.shape.prefix + position + 1].0 as usize;
+        self.reference[window * c + position].score(logits, target)
     }
 
     /// Scores the schedule `masks` (`masks[j]` for continuation position `j`; exactly

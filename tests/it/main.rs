@@ -13,6 +13,7 @@ mod hook_oracles;
 mod hostile_input;
 mod interrupt;
 mod lossless;
+mod lossless_ppl;
 mod measured_mode;
 mod quality;
 mod rpc;

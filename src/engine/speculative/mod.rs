@@ -21,7 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
 pub use control::{Controller, Kind};
-pub use picker::Picker;
+pub use picker::{ForcedRow, Observer, Picker};
 
 use super::error::{EngineError, Result};
 use super::model::{ContextOptions, Model};
@@ -268,7 +268,7 @@ impl<'a> Speculator<'a> {
         session: &mut Session<'_>,
         entries: &[Entry],
         draft_mask: &Mask,
-        pickers: &mut [Picker],
+        pickers: &mut [Picker<'_>],
         emit: &mut dyn FnMut(usize, LlamaToken) -> Emitted,
     ) -> Result<RoundOutcome> {
         let model = session.model();
@@ -436,7 +436,7 @@ impl<'a> Speculator<'a> {
         session: &mut Session<'_>,
         entries: &[Entry],
         draft_mask: &Mask,
-        pickers: &mut [Picker],
+        pickers: &mut [Picker<'_>],
         drafts: &mut [Draft],
         starts: &[usize],
     ) -> Result<()> {
@@ -556,7 +556,7 @@ impl<'a> Speculator<'a> {
 
 /// Verifies drafted token `i` of `d` against full depth's row `row`.
 fn judge(
-    picker: &mut Picker,
+    picker: &mut Picker<'_>,
     session: &Session<'_>,
     row: usize,
     d: &Draft,
@@ -565,9 +565,9 @@ fn judge(
 ) -> Verdict {
     match picker.distribution(session, row) {
         // Greedy: full depth's own choice (recorded by the chain) either is the draft or
-        // replaces it.
+        // replaces it. (Teacher forcing: the text's token plays full depth's choice.)
         None => {
-            let chosen = picker.pick(session, row);
+            let chosen = picker.pick_against(session, row, Some(drafted));
             if chosen == drafted {
                 Verdict::Accept
             } else {

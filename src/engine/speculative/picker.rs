@@ -3,15 +3,34 @@
 //! Plain decoding and greedy lossless decoding let llama.cpp's sampler chain choose.
 //! Lossless decoding with sampling needs the probabilities themselves (the rejection rule
 //! compares them), so the same chain shapes the distribution — penalties, top-k, top-p,
-//! min-p, temperature — and a seeded random source chooses from it.
+//! min-p, temperature — and a seeded random source chooses from it. Teacher forcing (for
+//! scoring a text) chooses nothing: it takes the text's next token and shows the row that
+//! predicted it to an observer.
+
+use std::cell::RefCell;
 
 use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
 
 use super::rule::{Dist, Rng};
 use crate::engine::session::Session;
 
+/// A logit row that predicted a token of a forced text.
+pub struct ForcedRow<'r> {
+    /// The sequence.
+    pub seq: usize,
+    /// Index of the predicted token in the sequence's text.
+    pub index: usize,
+    /// The row's logits (full depth's: only verification and plain steps reach a picker).
+    pub logits: &'r [f32],
+    /// The token a drafter proposed at this position, when the row verified a draft.
+    pub drafted: Option<LlamaToken>,
+}
+
+/// Sees every row that predicted a forced token.
+pub type Observer<'a> = RefCell<dyn FnMut(ForcedRow<'_>) + 'a>;
+
 /// Picks tokens for one sequence.
-pub enum Picker {
+pub enum Picker<'a> {
     /// llama.cpp's chain chooses (its last stage is greedy or a seeded draw).
     Chain(LlamaSampler),
     /// The chain without its final draw shapes the distribution; `rng` draws from it.
@@ -21,34 +40,77 @@ pub enum Picker {
         /// The random source.
         rng: Rng,
     },
+    /// Teacher forcing: takes `text[next]` and shows the row to `observe`.
+    Forced {
+        /// The sequence.
+        seq: usize,
+        /// The tokens to take, in order.
+        text: &'a [LlamaToken],
+        /// How many were taken.
+        next: usize,
+        /// Sees each row (shared by every sequence's picker).
+        observe: &'a Observer<'a>,
+    },
 }
 
-impl Picker {
+impl Picker<'_> {
     /// Records tokens that are now part of the sequence (for repetition penalties).
     pub fn accept_many(&mut self, tokens: &[LlamaToken]) {
-        self.chain_mut().accept_many(tokens.iter());
+        if let Some(chain) = self.chain_mut() {
+            chain.accept_many(tokens.iter());
+        }
     }
 
     /// Records one token that is now part of the sequence.
     pub fn accept(&mut self, token: LlamaToken) {
-        self.chain_mut().accept(token);
+        if let Some(chain) = self.chain_mut() {
+            chain.accept(token);
+        }
     }
 
-    fn chain_mut(&mut self) -> &mut LlamaSampler {
+    fn chain_mut(&mut self) -> Option<&mut LlamaSampler> {
         match self {
-            Picker::Chain(c) => c,
-            Picker::Shaped { shape, .. } => shape,
+            Picker::Chain(c) => Some(c),
+            Picker::Shaped { shape, .. } => Some(shape),
+            Picker::Forced { .. } => None,
         }
     }
 
     /// Chooses a token from logit row `row` of the last batch and records it.
     pub fn pick(&mut self, session: &Session<'_>, row: usize) -> LlamaToken {
+        self.pick_against(session, row, None)
+    }
+
+    /// [`Picker::pick`] at a row that verifies `drafted` (teacher forcing reports it).
+    pub fn pick_against(
+        &mut self,
+        session: &Session<'_>,
+        row: usize,
+        drafted: Option<LlamaToken>,
+    ) -> LlamaToken {
         match self {
             Picker::Chain(chain) => chain.sample(session.context(), row as i32),
             Picker::Shaped { shape, rng } => {
                 let dist = shaped(shape, session, row);
                 let token = LlamaToken(dist.sample(rng.uniform()));
                 shape.accept(token);
+                token
+            }
+            Picker::Forced {
+                seq,
+                text,
+                next,
+                observe,
+            } => {
+                // generate_forced checks that no sequence takes more than its text holds.
+                let token = text[*next];
+                (observe.borrow_mut())(ForcedRow {
+                    seq: *seq,
+                    index: *next,
+                    logits: session.logits(row),
+                    drafted,
+                });
+                *next += 1;
                 token
             }
         }
@@ -58,7 +120,7 @@ impl Picker {
     /// anything (only for [`Picker::Shaped`]; a chain's distribution is not exposed).
     pub fn distribution(&mut self, session: &Session<'_>, row: usize) -> Option<Dist> {
         match self {
-            Picker::Chain(_) => None,
+            Picker::Chain(_) | Picker::Forced { .. } => None,
             Picker::Shaped { shape, .. } => Some(shaped(shape, session, row)),
         }
     }
@@ -66,7 +128,7 @@ impl Picker {
     /// The random source of a shaped picker.
     pub fn rng(&mut self) -> Option<&mut Rng> {
         match self {
-            Picker::Chain(_) => None,
+            Picker::Chain(_) | Picker::Forced { .. } => None,
             Picker::Shaped { rng, .. } => Some(rng),
         }
     }
@@ -75,7 +137,7 @@ impl Picker {
     /// this picker).
     pub fn fork_shape(&self) -> Option<LlamaSampler> {
         match self {
-            Picker::Chain(_) => None,
+            Picker::Chain(_) | Picker::Forced { .. } => None,
             Picker::Shaped { shape, .. } => Some(shape.clone()),
         }
     }
