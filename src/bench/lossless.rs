@@ -127,6 +127,7 @@ impl LosslessBench<'_> {
                                 drafter,
                                 draft_max: self.draft_max,
                                 draft_model: None,
+                                draft_mask: None,
                             }),
                         },
                         &mut |_| config.mask.clone(),

@@ -231,6 +231,7 @@ fn stream_reply(
                     drafter,
                     draft_max: track.controls.draft_max,
                     draft_model: None,
+                    draft_mask: None,
                 }),
         },
         &mut |step| {

@@ -62,6 +62,17 @@ pub struct LosslessBenchArgs {
         requires = "lossless"
     )]
     pub draft_targets: Vec<f64>,
+    /// Placements of the mask drafter rows: unified, calibrated (the placement `uniskip
+    /// calibrate` searched for this model; its profile must be cached), or both.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "unified",
+        value_parser = ["unified", "calibrated"],
+        requires = "lossless"
+    )]
+    pub draft_strategies: Vec<String>,
     /// Most tokens drafted per round.
     #[arg(long, value_name = "K", default_value_t = DRAFT_MAX_DEFAULT as u32,
           value_parser = clap::value_parser!(u32).range(1..=DRAFT_MAX_LIMIT as i64),
@@ -144,19 +155,34 @@ pub fn run(
             mask: full.clone(),
         },
     ];
+    let mut placements = Vec::new();
+    for name in &args.draft_strategies {
+        let spec = if name == "calibrated" {
+            let sha = crate::models::file_sha256(&path)?;
+            let found = crate::calibrate::require_profile(&sha, None, &path)?;
+            StrategySpec::Calibrated {
+                masks: found.profile.masks(),
+            }
+        } else {
+            StrategySpec::Unified
+        };
+        placements.push((name.as_str(), spec));
+    }
     for &t in &args.draft_targets {
-        let mask = plan(&StrategySpec::Unified, n_layer, Depth::Ratio(t), 0)
-            .with_context(|| format!("--draft-targets {t}"))?;
-        for drafter in [Drafter::Mask, Drafter::MaskLookup] {
-            configs.push(LosslessConfig {
-                label: format!(
-                    "lossless {} (unified {})",
-                    drafter.name(),
-                    crate::bench::report::fmt_target(t)
-                ),
-                drafter: Some(drafter),
-                mask: mask.clone(),
-            });
+        for (name, spec) in &placements {
+            let mask = plan(spec, n_layer, Depth::Ratio(t), 0)
+                .with_context(|| format!("--draft-targets {t} ({name})"))?;
+            for drafter in [Drafter::Mask, Drafter::MaskLookup] {
+                configs.push(LosslessConfig {
+                    label: format!(
+                        "lossless {} ({name} {})",
+                        drafter.name(),
+                        crate::bench::report::fmt_target(t)
+                    ),
+                    drafter: Some(drafter),
+                    mask: mask.clone(),
+                });
+            }
         }
     }
     let bench = LosslessBench {

@@ -7,7 +7,7 @@ use super::{ModelArgs, SkipArgs};
 use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
 use crate::engine::{Drafter, Lossless, Model};
 use crate::error::BadInput;
-use crate::skip::Plan;
+use crate::skip::{Mask, Plan};
 
 /// Target speedup of the mask drafter when `--lossless` is given without `--speedup`: the
 /// mask must skip something to draft cheaply.
@@ -35,8 +35,8 @@ pub struct LosslessArgs {
           value_parser = clap::value_parser!(u32).range(1..=DRAFT_MAX_LIMIT as i64),
           requires = "lossless")]
     pub draft_max: u32,
-    /// A second GGUF (path or catalog name) with the same vocabulary, to draft with at full
-    /// depth.
+    /// A second GGUF (path or catalog name) with the same vocabulary to draft with: at full
+    /// depth, or under its own mask when it is a file from `uniskip tune`.
     #[arg(long, value_name = "FILE", requires = "lossless")]
     pub draft_model: Option<String>,
 }
@@ -63,13 +63,19 @@ impl LosslessArgs {
         }
     }
 
-    /// Loads the draft model when the drafter needs one.
-    pub fn load_draft_model(&self, model_args: &ModelArgs) -> Result<Option<Model>> {
+    /// Loads the draft model when the drafter needs one, with the mask it drafts under (a
+    /// tuned file's own mask, else none).
+    pub fn load_draft_model(&self, model_args: &ModelArgs) -> Result<Option<DraftModel>> {
         let Some(name) = self.draft_model.as_deref().filter(|_| self.lossless) else {
             return Ok(None);
         };
         let path = crate::models::ensure(Some(name), crate::models::Progress::Stderr)?;
-        Ok(Some(Model::load(&path, &model_args.model_options())?))
+        let model = Model::load(&path, &model_args.model_options())?;
+        let mask = match crate::tune::read_tuned(&model)? {
+            Some(info) => Some(info.mask()?),
+            None => None,
+        };
+        Ok(Some(DraftModel { model, mask }))
     }
 
     /// The engine's settings, with `draft` the loaded draft model.
@@ -77,7 +83,7 @@ impl LosslessArgs {
         &self,
         model_args: &ModelArgs,
         n_seq: u32,
-        draft: Option<&'a Model>,
+        draft: Option<&'a DraftModel>,
     ) -> Result<Option<Lossless<'a>>> {
         let Some(drafter) = self.drafter()? else {
             return Ok(None);
@@ -85,9 +91,18 @@ impl LosslessArgs {
         Ok(Some(Lossless {
             drafter,
             draft_max: self.draft_max as usize,
-            draft_model: draft.map(|m| (m, model_args.context_options(n_seq))),
+            draft_model: draft.map(|d| (&d.model, model_args.context_options(n_seq))),
+            draft_mask: draft.and_then(|d| d.mask.as_ref()),
         }))
     }
+}
+
+/// A draft model and the mask it drafts under.
+pub struct DraftModel {
+    /// The model.
+    pub model: Model,
+    /// Its tuned mask (`None`: every block).
+    pub mask: Option<Mask>,
 }
 
 /// The plan the mask drafter drafts under: `plan` itself, unless it keeps every block

@@ -76,6 +76,7 @@ fn lossless(drafter: Drafter, draft_max: usize) -> Option<Lossless<'static>> {
         drafter,
         draft_max,
         draft_model: None,
+        draft_mask: None,
     })
 }
 
@@ -257,6 +258,7 @@ fn a_draft_model_with_the_same_vocabulary_drafts_and_the_output_stays_full_depth
                 drafter: Drafter::Model,
                 draft_max: 4,
                 draft_model: Some((&draft, ctx(1))),
+                draft_mask: None,
             }),
         );
         assert_eq!(got.tokens, want.tokens);
@@ -287,6 +289,7 @@ fn a_draft_model_with_another_vocabulary_is_refused() {
                 drafter: Drafter::Model,
                 draft_max: 4,
                 draft_model: Some((&draft, ctx(1))),
+                draft_mask: None,
             }),
         },
         &mut |_| Mask::full(model.n_layer()),

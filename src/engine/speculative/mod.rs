@@ -77,6 +77,9 @@ pub struct Lossless<'a> {
     pub draft_max: usize,
     /// The draft model and its context settings, for [`Drafter::Model`].
     pub draft_model: Option<(&'a Model, ContextOptions)>,
+    /// The mask the draft model drafts under (`None`: every block), for a draft model tuned
+    /// for a mask. Its cache is filled at full depth, as a tuned file's prompt runs.
+    pub draft_mask: Option<&'a Mask>,
 }
 
 impl Lossless<'_> {
@@ -86,6 +89,7 @@ impl Lossless<'_> {
             drafter,
             draft_max: DRAFT_MAX_DEFAULT,
             draft_model: None,
+            draft_mask: None,
         }
     }
 }
@@ -512,7 +516,7 @@ impl<'a> Speculator<'a> {
             };
             if kind == Kind::Model {
                 let drafter = self.draft_session.as_mut().expect("made with the drafter");
-                let rows = drafter.decode(&batch, None)?;
+                let rows = drafter.decode(&batch, self.config.draft_mask)?;
                 choose(drafter, &rows);
             } else {
                 let rows = session.decode(&batch, Some(draft_mask))?;
