@@ -77,7 +77,8 @@ same number of tokens (end of text never chosen), greedy, the same threads:
                    every draft and pays a second full model, so it measures the tool's
                    overhead, not a gain
 Rounds are interleaved; medians. uniskip runs the AVX2 (haswell) CPU code like the peers
-(UNISKIP_CPU_VARIANT overrides). Results and logs: \$UNISKIP_PEERS/results/<time>/.
+(UNISKIP_CPU_VARIANT overrides; UNISKIP_BENCH_FLAGS adds flags to uniskip's bench, e.g.
+"--draft-strategies unified,calibrated"). Results and logs: \$UNISKIP_PEERS/results/<time>/.
 --quick: 16 tokens, one round, one prompt per kind (a functional check, not a measurement).
 USAGE
 }
@@ -111,11 +112,14 @@ run() {
     mkdir -p "$out"
     echo "peers: uniskip bench --lossless ($threads threads, $tokens tokens, $rounds rounds) ..." >&2
     local -a extra=()
+    # More flags for uniskip's bench, e.g. UNISKIP_BENCH_FLAGS="--draft-strategies unified,calibrated".
+    local -a bench_flags=()
+    read -r -a bench_flags <<<"${UNISKIP_BENCH_FLAGS:-}"
     [ "$quick" = 1 ] && extra=(--draft-targets 2 --prompt "Explain why the sky is blue in simple words."
         --prompt "Repeat this list, one item per line, but write kiwi instead of lemon: apple, banana, cherry, grape, lemon, mango, orange, peach, pear, plum, apricot, melon.")
     UNISKIP_CPU_VARIANT=${UNISKIP_CPU_VARIANT:-haswell} "$uniskip" bench -m "$gguf" -t "$threads" \
         --lossless --rounds "$rounds" --lossless-tokens "$tokens" --ignore-eos \
-        --draft-max "$draft_max" --json "${extra[@]}" >"$out/uniskip.json" 2>"$out/uniskip.log" \
+        --draft-max "$draft_max" --json "${extra[@]}" "${bench_flags[@]}" >"$out/uniskip.json" 2>"$out/uniskip.log" \
         || die "uniskip bench failed; see $out/uniskip.log"
     echo "peers: llama.cpp tools on the same prompts ..." >&2
     python3 - "$out" "$BIN" "$gguf" "$threads" "$tokens" "$rounds" "$draft_max" <<'PY'

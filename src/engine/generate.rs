@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::{EngineError, Result};
 use super::session::{BatchToken, Session};
 use super::speculative::{
-    Emitted, Entry, Lossless, Next, Observer, Picker, SpeculationStats, Speculator, rule::Rng,
+    Emitted, Entry, Lossless, Next, Picker, SpeculationStats, Speculator, rule::Rng,
 };
 use crate::skip::Mask;
 
@@ -334,15 +334,6 @@ impl Emitter<'_, '_> {
     }
 }
 
-/// Teacher forcing: every sequence takes the tokens of a given text instead of choosing
-/// (the first from the prompt's logits), and `observe` sees each row that predicted one.
-pub struct Forcing<'a> {
-    /// Per sequence, the tokens to take, at least the request's `max_tokens` each.
-    pub texts: &'a [Vec<LlamaToken>],
-    /// Sees every row that predicted a token of a text.
-    pub observe: &'a Observer<'a>,
-}
-
 /// Generates for every prompt at once. `mask_for_step(step)` gives the mask of decode step
 /// `step` (read once per step, so a change applies from the next decode call);
 /// `on_piece` receives streamed text and may stop the generation.
@@ -355,38 +346,11 @@ pub fn generate(
     decode_loop(session, request, None, mask_for_step, on_piece)
 }
 
-/// [`generate`] with every token taken from `forcing`'s texts instead of chosen: the same
-/// loop, plain or lossless, so that a text can be scored from the very logits generation
-/// computes (with `--lossless`, verification's rows). A drafted token is kept when it
-/// equals the text's.
-pub fn generate_forced(
+/// The one decoding loop behind [`generate`] and [`super::generate_forced`].
+pub(super) fn decode_loop<'f>(
     session: &mut Session<'_>,
     request: &Request<'_>,
-    forcing: &Forcing<'_>,
-    mask_for_step: &mut dyn FnMut(usize) -> Mask,
-    on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
-) -> Result<Generation> {
-    let short = (0..request.prompts.len()).find(|&seq| {
-        forcing
-            .texts
-            .get(seq)
-            .is_none_or(|t| t.len() < request.max_tokens)
-    });
-    if let Some(seq) = short {
-        return Err(EngineError::ForcedTextShort {
-            seq,
-            tokens: forcing.texts.get(seq).map_or(0, Vec::len),
-            max_tokens: request.max_tokens,
-        });
-    }
-    decode_loop(session, request, Some(forcing), mask_for_step, on_piece)
-}
-
-/// The one decoding loop behind [`generate`] and [`generate_forced`].
-fn decode_loop<'f>(
-    session: &mut Session<'_>,
-    request: &Request<'_>,
-    forcing: Option<&Forcing<'f>>,
+    forcing: Option<&super::forced::Forcing<'f>>,
     mask_for_step: &mut dyn FnMut(usize) -> Mask,
     on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> Result<Generation> {

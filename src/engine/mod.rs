@@ -6,6 +6,7 @@
 #[allow(unsafe_code)]
 pub mod cpu;
 mod error;
+mod forced;
 mod generate;
 // The FFI modules: the only places `unsafe` is allowed (Cargo.toml denies it elsewhere).
 #[allow(unsafe_code)]
@@ -24,9 +25,9 @@ pub mod speculative;
 mod train;
 
 pub use error::{EngineError, Result};
+pub use forced::{Forcing, generate_forced};
 pub use generate::{
-    Forcing, Generation, Piece, PrefillPolicy, Request, Sampling, StopReason, Utf8Stream, generate,
-    generate_forced,
+    Generation, Piece, PrefillPolicy, Request, Sampling, StopReason, Utf8Stream, generate,
 };
 pub use kv::SeqLedger;
 pub use llama_cpp_2::token::LlamaToken;

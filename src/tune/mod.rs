@@ -20,10 +20,12 @@ pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod meta;
+mod output;
 mod service;
 
 pub use data::DataSource;
 pub use meta::{TunedInfo, read_tuned};
+pub use output::f32_path_for;
 pub use service::{Event, Outcome, Report, TuneSettings, memory_estimate, tune};
 
 /// How training windows meet the mask.
