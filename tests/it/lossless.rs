@@ -271,6 +271,45 @@ fn a_draft_model_with_the_same_vocabulary_drafts_and_the_output_stays_full_depth
     }
 }
 
+/// A draft model tuned for a mask drafts under it (as `--draft-model TUNED` sets up): the
+/// model drafting for itself under a 2x mask no longer agrees with itself on every draft,
+/// which shows the mask applies, and the output stays full depth's.
+#[test]
+fn a_draft_model_drafts_under_its_own_mask_and_the_output_stays_full_depths() {
+    let model = load("smollm2");
+    let draft = load("smollm2");
+    let prompts = tokenize_all(&model, &PLAIN_PROMPTS[..2]);
+    let greedy = Sampling::greedy();
+    let full = Mask::full(model.n_layer());
+    let spec = uniskip::skip::StrategySpec::Unified;
+    let draft_mask = uniskip::skip::plan(&spec, 30, uniskip::skip::Depth::Ratio(2.0), 0).unwrap();
+    let mut refused = 0;
+    for p in &prompts {
+        let want = run(&model, std::slice::from_ref(p), 32, &greedy, &full, None);
+        let got = run(
+            &model,
+            std::slice::from_ref(p),
+            32,
+            &greedy,
+            &full,
+            Some(Lossless {
+                drafter: Drafter::Model,
+                draft_max: 4,
+                draft_model: Some((&draft, ctx(1))),
+                draft_mask: Some(&draft_mask),
+            }),
+        );
+        assert_eq!(got.tokens, want.tokens);
+        let s = got.speculation.unwrap();
+        assert!(s.draft_tokens > 0);
+        refused += s.draft_tokens - s.accepted_tokens;
+    }
+    assert!(
+        refused > 0,
+        "a 2x mask's drafts all equal full depth's: no mask applied?"
+    );
+}
+
 #[test]
 fn a_draft_model_with_another_vocabulary_is_refused() {
     let model = load("smollm2");
