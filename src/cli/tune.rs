@@ -104,9 +104,11 @@ pub struct TuneArgs {
     /// Continue the run interrupted with Ctrl+C (same flags).
     #[arg(long)]
     pub resume: bool,
-    /// Peak learning rate (AdamW; linear warm-up, cosine decay to a tenth). 3e-4 healed
-    /// SmolLM2 at 1.5x clearly better than 1e-4 on the same budget (docs/TUNE.md).
-    #[arg(long, value_name = "LR", default_value_t = 3e-4, value_parser = parse_lr)]
+    /// Peak learning rate (AdamW; linear warm-up, cosine decay to a tenth). With the
+    /// default budget 1e-4 healed SmolLM2 at 1.5x far better than 3e-4, which drifts
+    /// over a long run (ggml's AdamW clips no gradient); 3e-4 suits budgets of a few
+    /// thousand tokens (docs/TUNE.md).
+    #[arg(long, value_name = "LR", default_value_t = 1e-4, value_parser = parse_lr)]
     pub lr: f64,
     /// Tokens per training window (a multiple of 256).
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = parse_window)]
