@@ -125,6 +125,28 @@ pub struct QualitySettings {
     pub reference: String,
 }
 
+impl QualitySettings {
+    /// `windows` windows of `shape` from `corpus`'s evaluation slice, divergences measured
+    /// against `reference`.
+    pub fn evaluation(
+        corpus: &crate::quality::Corpus,
+        windows: usize,
+        shape: crate::quality::WindowShape,
+        reference: String,
+    ) -> Self {
+        QualitySettings {
+            corpus: corpus.label().to_string(),
+            corpus_sha256: corpus.sha256().to_string(),
+            slice: crate::quality::Slice::Evaluation.name().into(),
+            windows,
+            prefix_tokens: shape.prefix,
+            continuation_tokens: shape.continuation,
+            scored_tokens: windows * shape.continuation,
+            reference,
+        }
+    }
+}
+
 /// The calibration profile in use.
 #[derive(Debug, Clone, Serialize)]
 pub struct CalibrationInfo {
@@ -245,6 +267,37 @@ pub fn fmt_target(t: f64) -> String {
 }
 
 impl Report {
+    /// A report of the run started at `unix` (`started` by the clock) with the command
+    /// line `command`, its wall and CPU time taken now; no quality settings, calibration,
+    /// rows or tuning yet.
+    pub fn finished_now(
+        command: &str,
+        unix: u64,
+        started: std::time::Instant,
+        phases: Phases,
+        machine: Machine,
+        model: ModelInfo,
+        speed_settings: SpeedSettings,
+    ) -> Report {
+        Report {
+            version: env!("CARGO_PKG_VERSION").into(),
+            hook_revision: crate::engine::hook::revision().into(),
+            command: command.to_string(),
+            date: crate::utc::timestamp(unix),
+            unix_time: unix,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            cpu_seconds: super::machine::process_cpu_seconds(),
+            phases,
+            machine,
+            model,
+            speed_settings,
+            quality_settings: None,
+            calibration: None,
+            rows: Vec::new(),
+            tuned: None,
+        }
+    }
+
     /// The Markdown tables: quality and decode speed per row, then prefill speed.
     pub fn markdown(&self) -> String {
         let mut out = String::new();

@@ -250,50 +250,43 @@ pub fn run(
     })?;
     phases.calibration = calibration_seconds;
 
-    Ok(Report {
-        version: env!("CARGO_PKG_VERSION").into(),
-        hook_revision: crate::engine::hook::revision().into(),
-        command: settings.command.clone(),
-        date: utc::timestamp(unix),
-        unix_time: unix,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        cpu_seconds: super::machine::process_cpu_seconds(),
+    let speed_settings = SpeedSettings {
+        threads,
+        rounds: settings.rounds,
+        warmup_rounds: 1,
+        decode_tokens: settings.decode_tokens,
+        prompt_tokens: prompt_len,
+        batch_sizes: batches,
+        targets: settings.targets.clone(),
+        strategies: settings
+            .strategies
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect(),
+        prefill: "full".into(),
+        measured: settings.speed,
+    };
+    let mut report = Report::finished_now(
+        &settings.command,
+        unix,
+        started,
         phases,
         machine,
-        model: model_info,
-        speed_settings: SpeedSettings {
-            threads,
-            rounds: settings.rounds,
-            warmup_rounds: 1,
-            decode_tokens: settings.decode_tokens,
-            prompt_tokens: prompt_len,
-            batch_sizes: batches,
-            targets: settings.targets.clone(),
-            strategies: settings
-                .strategies
-                .iter()
-                .map(|s| s.name().to_string())
-                .collect(),
-            prefill: "full".into(),
-            measured: settings.speed,
-        },
-        quality_settings: bench.quality.as_ref().map(|q| {
-            let c = corpus.as_ref().expect("quality needs the corpus");
-            QualitySettings {
-                corpus: c.label().to_string(),
-                corpus_sha256: c.sha256().to_string(),
-                slice: Slice::Evaluation.name().into(),
-                windows: q.windows.len(),
-                prefix_tokens: q.shape.prefix,
-                continuation_tokens: q.shape.continuation,
-                scored_tokens: q.windows.len() * q.shape.continuation,
-                reference: "full depth, same windows, same positions".into(),
-            }
-        }),
-        calibration,
-        rows,
-        tuned: None,
-    })
+        model_info,
+        speed_settings,
+    );
+    report.quality_settings = bench.quality.as_ref().map(|q| {
+        let c = corpus.as_ref().expect("quality needs the corpus");
+        QualitySettings::evaluation(
+            c,
+            q.windows.len(),
+            q.shape,
+            "full depth, same windows, same positions".into(),
+        )
+    });
+    report.calibration = calibration;
+    report.rows = rows;
+    Ok(report)
 }
 
 /// Prompt of the speed measurement; cut to `--prompt-tokens`.

@@ -168,19 +168,15 @@ pub fn run(
         for (r, acc) in rows.iter_mut().zip(on_base.iter().chain(&on_tuned)) {
             r.report.quality = Some(acc.summary());
         }
-        quality_settings = Some(QualitySettings {
-            corpus: corpus.label().to_string(),
-            corpus_sha256: corpus.sha256().to_string(),
-            slice: Slice::Evaluation.name().into(),
-            windows: windows.len(),
-            prefix_tokens: shape.prefix,
-            continuation_tokens: c,
-            scored_tokens: windows.len() * c,
-            reference: format!(
+        quality_settings = Some(QualitySettings::evaluation(
+            &corpus,
+            windows.len(),
+            shape,
+            format!(
                 "the base model at full depth ({}), same windows, same positions",
                 base_path.display()
             ),
-        });
+        ));
         phases.quality = t.elapsed().as_secs_f64();
     }
 
@@ -220,38 +216,35 @@ pub fn run(
         }
     }
 
-    Ok(Report {
-        version: env!("CARGO_PKG_VERSION").into(),
-        hook_revision: crate::engine::hook::revision().into(),
-        command: settings.command.clone(),
-        date: utc::timestamp(unix),
-        unix_time: unix,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        cpu_seconds: super::machine::process_cpu_seconds(),
+    let speed_settings = SpeedSettings {
+        threads,
+        rounds: settings.rounds,
+        warmup_rounds: 1,
+        decode_tokens: settings.decode_tokens,
+        prompt_tokens: prompt_len,
+        batch_sizes: batches,
+        targets: vec![info.speedup],
+        strategies: vec![info.strategy.clone()],
+        prefill: "full".into(),
+        measured: settings.speed,
+    };
+    let mut report = Report::finished_now(
+        &settings.command,
+        unix,
+        started,
         phases,
         machine,
-        model: tuned_info,
-        speed_settings: SpeedSettings {
-            threads,
-            rounds: settings.rounds,
-            warmup_rounds: 1,
-            decode_tokens: settings.decode_tokens,
-            prompt_tokens: prompt_len,
-            batch_sizes: batches,
-            targets: vec![info.speedup],
-            strategies: vec![info.strategy.clone()],
-            prefill: "full".into(),
-            measured: settings.speed,
-        },
-        quality_settings,
-        calibration: None,
-        rows: rows.into_iter().map(|r| r.report).collect(),
-        tuned: Some(TunedComparison {
-            tuning: info.clone(),
-            base: base_info,
-            tuned_over_untuned,
-        }),
-    })
+        tuned_info,
+        speed_settings,
+    );
+    report.quality_settings = quality_settings;
+    report.rows = rows.into_iter().map(|r| r.report).collect();
+    report.tuned = Some(TunedComparison {
+        tuning: info.clone(),
+        base: base_info,
+        tuned_over_untuned,
+    });
+    Ok(report)
 }
 
 /// Measures every row at every batch size, rounds interleaved across both models as
