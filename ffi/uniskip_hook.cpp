@@ -58,6 +58,15 @@ public:
     ggml_tensor * loss_weights = nullptr;
 };
 
+// Soft labels: n_positions rows of n_vocab probabilities, owned by the caller (null: none).
+struct SoftLabels {
+    const float * probs = nullptr;
+    int64_t n_vocab = 0;
+    int64_t n_positions = 0;
+};
+thread_local SoftLabels g_soft;
+thread_local uint64_t g_soft_rows = 0;
+
 // The graph being built on this thread: its input, and the last block's blended output
 // (the next block's input in every builder whose blocks end with build_cvec).
 thread_local RowMaskInput * g_input = nullptr;
@@ -131,7 +140,37 @@ ggml_tensor * uniskip_blend_rows(ggml_context * ctx, llm_graph_result * res, ggm
     return cur;
 }
 
+void uniskip_soft_labels(ggml_tensor * labels, int64_t first_pos, int64_t n_rows) {
+    if (g_soft.probs == nullptr || labels == nullptr || labels->type != GGML_TYPE_F32 ||
+        labels->ne[0] != g_soft.n_vocab || labels->ne[1] < n_rows || first_pos < 0 ||
+        first_pos + n_rows > g_soft.n_positions) {
+        // Not the window these labels were made for: the one-hot rows stay, and the engine
+        // sees the count.
+        return;
+    }
+    const std::size_t row_bytes = static_cast<std::size_t>(g_soft.n_vocab) * sizeof(float);
+    ggml_backend_tensor_set(labels, g_soft.probs + first_pos * g_soft.n_vocab, 0,
+                            static_cast<std::size_t>(n_rows) * row_bytes);
+    g_soft_rows += static_cast<uint64_t>(n_rows);
+}
+
 extern "C" {
+
+void uniskip_hook_set_soft_labels(const float * probs, int32_t n_vocab, int32_t n_positions) {
+    if (probs == nullptr || n_vocab <= 0 || n_positions <= 0) {
+        g_soft = SoftLabels{};
+        return;
+    }
+    g_soft.probs = probs;
+    g_soft.n_vocab = n_vocab;
+    g_soft.n_positions = n_positions;
+}
+
+uint64_t uniskip_hook_take_soft_rows(void) {
+    const uint64_t n = g_soft_rows;
+    g_soft_rows = 0;
+    return n;
+}
 
 void uniskip_hook_set_row_masks(const uint8_t * masks, int32_t n_layer, int32_t n_positions,
                                 int32_t first_loss_pos) {

@@ -40,6 +40,13 @@ class llm_graph_result;
 ggml_tensor * uniskip_blend_rows(ggml_context * ctx, llm_graph_result * res, ggml_tensor * cur,
                                  int il, int64_t n_layer, int64_t n_tokens);
 
+// Called by llama_context::opt_epoch_iter after it has written one-hot labels for the rows
+// at positions first_pos .. first_pos + n_rows - 1 of a training window: when the calling
+// thread has soft labels (uniskip_hook_set_soft_labels) that cover those rows with the
+// labels' vocabulary, they replace the one-hot rows. The cross-entropy loss then measures
+// the model against a whole distribution per row (knowledge distillation).
+void uniskip_soft_labels(ggml_tensor * labels, int64_t first_pos, int64_t n_rows);
+
 extern "C" {
 // C API used by the Rust engine.
 
@@ -58,6 +65,14 @@ void uniskip_hook_clear_mask(void);
 // at the same time.
 void uniskip_hook_set_row_masks(const uint8_t * masks, int32_t n_layer, int32_t n_positions,
                                 int32_t first_loss_pos);
+
+// Sets soft training labels for the calling thread's next training epochs: row p (a window
+// position) is the distribution probs[p * n_vocab .. (p + 1) * n_vocab]. The memory is not
+// copied: it must stay valid until the labels are cleared (n_positions == 0 clears them).
+void uniskip_hook_set_soft_labels(const float * probs, int32_t n_vocab, int32_t n_positions);
+
+// Number of label rows replaced by soft labels since the last call, then resets it.
+uint64_t uniskip_hook_take_soft_rows(void);
 
 // Number of blocks blended per row since the last call, then resets it. A graph built under
 // per-position masks blends every block; fewer means the architecture's builder does not end

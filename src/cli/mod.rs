@@ -64,7 +64,7 @@ pub enum Command {
 /// `uniskip fetch`.
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Catalog names (smollm2, gemma3, shakespeare, gemma3-tokenizer) or `all`; default:
+    /// Catalog names (smollm2, gemma3, shakespeare, alice, gemma3-tokenizer) or `all`; default:
     /// smollm2.
     pub names: Vec<String>,
     /// List the catalog and what is cached instead.

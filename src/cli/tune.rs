@@ -74,10 +74,10 @@ pub struct TuneArgs {
     /// corpus (the corpus text itself).
     #[arg(long, value_name = "D", default_value = "distill", value_parser = ["distill", "corpus"])]
     pub data: String,
-    /// The corpus: `shakespeare` (the catalog's, fetched on first use), a UTF-8 file, or a
+    /// The corpus: a catalog text (`shakespeare`, `alice`; fetched on first use), a UTF-8 file, or a
     /// directory of .txt files. Prompts (distill) or text (corpus) come from its
     /// calibration slice; held-out windows from its evaluation slice.
-    #[arg(long, value_name = "FILE|shakespeare")]
+    #[arg(long, value_name = "FILE|NAME")]
     pub corpus: Option<String>,
     /// The tuned file [default: MODEL.tuned-STRATEGY-Rx.gguf in the current directory].
     #[arg(short = 'o', long = "out", value_name = "OUT.gguf")]
@@ -101,6 +101,11 @@ pub struct TuneArgs {
     /// [default: prefix; whole-window with --prune]
     #[arg(long, value_name = "R", value_parser = ["prefix", "whole-window"])]
     pub recipe: Option<String>,
+    /// What each row's loss compares the model with: logits (the base model's whole
+    /// next-token distribution at full depth, logit distillation: the loss is the KL from
+    /// the base model) or tokens (the next token of the training text only).
+    #[arg(long, value_name = "T", default_value = "tokens", value_parser = ["logits", "tokens"])]
+    pub targets: String,
     /// Continue the run interrupted with Ctrl+C (same flags).
     #[arg(long)]
     pub resume: bool,
@@ -260,6 +265,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
             (None, true) => Recipe::WholeWindow,
             (None, false) => Recipe::Prefix,
         },
+        targets: args.targets.parse().map_err(BadInput)?,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

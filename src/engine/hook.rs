@@ -17,6 +17,8 @@ unsafe extern "C" {
         first_loss_pos: i32,
     );
     fn uniskip_hook_take_blended() -> u64;
+    fn uniskip_hook_set_soft_labels(probs: *const f32, n_vocab: i32, n_positions: i32);
+    fn uniskip_hook_take_soft_rows() -> u64;
 }
 
 /// Sets the calling thread's skip mask for as long as it lives; clears it on drop.
@@ -77,6 +79,42 @@ impl Drop for RowMaskGuard {
         // SAFETY: a null pointer with zero positions clears thread-local state.
         unsafe { uniskip_hook_set_row_masks(std::ptr::null(), 0, 0, -1) }
     }
+}
+
+/// Lends the calling thread's training epochs soft labels (one distribution per window
+/// position) for as long as it lives; clears them on drop. The labels are borrowed, not
+/// copied: the guard keeps the borrow alive.
+pub(crate) struct SoftLabelGuard<'a> {
+    _labels: std::marker::PhantomData<&'a [f32]>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl<'a> SoftLabelGuard<'a> {
+    /// `probs` holds `probs.len() / n_vocab` rows of `n_vocab` probabilities.
+    pub(crate) fn set(probs: &'a [f32], n_vocab: usize) -> Self {
+        let n_positions = probs.len() / n_vocab.max(1);
+        // SAFETY: the pointer describes `n_positions * n_vocab` live floats that stay
+        // borrowed (and so valid) until the guard's drop clears the pointer.
+        unsafe { uniskip_hook_set_soft_labels(probs.as_ptr(), n_vocab as i32, n_positions as i32) };
+        SoftLabelGuard {
+            _labels: std::marker::PhantomData,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for SoftLabelGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a null pointer clears thread-local state.
+        unsafe { uniskip_hook_set_soft_labels(std::ptr::null(), 0, 0) }
+    }
+}
+
+/// How many training label rows were replaced by soft labels on this thread since the last
+/// call.
+pub(crate) fn take_soft_rows() -> u64 {
+    // SAFETY: no arguments; reads and resets thread-local state.
+    unsafe { uniskip_hook_take_soft_rows() }
 }
 
 /// How many blocks graph builds on this thread blended per row since the last call.

@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 use llama_cpp_sys_2 as sys;
 
 use super::error::{EngineError, Result};
-use super::hook::{MaskGuard, RowMaskGuard};
+use super::hook::{MaskGuard, RowMaskGuard, SoftLabelGuard};
 
 /// llama.cpp pads a context to this many tokens: a training window is a multiple of it.
 pub const WINDOW_QUANTUM: u32 = 256;
@@ -271,13 +271,42 @@ impl Trainer {
     /// tokens they predict) under `mask`. Returns the window's mean cross-entropy (over the
     /// rows the loss is taken on) before the step.
     pub fn step(&mut self, tokens: &[i32], mask: TrainingMask<'_>) -> Result<f64> {
-        self.run(&[tokens], mask, true)
+        self.run(&[tokens], mask, true, None)
+    }
+
+    /// One optimizer step on one window of `window() + 1` tokens under `mask`, with the
+    /// loss taken against whole distributions instead of the next tokens: `probs` holds one
+    /// distribution over the vocabulary per window position (`window() * n_vocab` floats,
+    /// each row summing to 1), the target for the row at that position (knowledge
+    /// distillation). Returns the mean KL divergence of the model from those distributions
+    /// over the rows the loss is taken on (the cross-entropy minus their entropy), before
+    /// the step.
+    pub fn step_towards(
+        &mut self,
+        tokens: &[i32],
+        mask: TrainingMask<'_>,
+        probs: &[f32],
+    ) -> Result<f64> {
+        if probs.len() != self.window * self.n_vocab {
+            return Err(EngineError::Decode(format!(
+                "soft labels for a window hold {} x {} probabilities, not {}",
+                self.window,
+                self.n_vocab,
+                probs.len()
+            )));
+        }
+        self.run(&[tokens], mask, true, Some(probs))
+    }
+
+    /// Vocabulary size of the model.
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
     }
 
     /// Mean cross-entropy over `windows` (each `window() + 1` tokens) under `mask`, without
     /// training.
     pub fn evaluate(&mut self, windows: &[&[i32]], mask: TrainingMask<'_>) -> Result<f64> {
-        self.run(windows, mask, false)
+        self.run(windows, mask, false, None)
     }
 
     /// Checks `mask` against the model and the window; returns the rows of per-position
@@ -315,7 +344,13 @@ impl Trainer {
         Ok(Some((rows, prefix)))
     }
 
-    fn run(&mut self, windows: &[&[i32]], mask: TrainingMask<'_>, train: bool) -> Result<f64> {
+    fn run(
+        &mut self,
+        windows: &[&[i32]],
+        mask: TrainingMask<'_>,
+        train: bool,
+        soft: Option<&[f32]>,
+    ) -> Result<f64> {
         let n = self.window;
         if windows.is_empty() {
             return Err(EngineError::Decode(
@@ -359,7 +394,9 @@ impl Trainer {
             }
             let result = sys::ggml_opt_result_init();
             super::hook::take_blended();
+            super::hook::take_soft_rows();
             {
+                let _soft = soft.map(|p| SoftLabelGuard::set(p, self.n_vocab));
                 let block_mask = match mask {
                     TrainingMask::Window(m) => Some(m),
                     _ => None,
@@ -388,6 +425,14 @@ impl Trainer {
             sys::ggml_opt_result_free(result);
             sys::ggml_opt_dataset_free(dataset);
             let blended = super::hook::take_blended();
+            let soft_rows = super::hook::take_soft_rows();
+            if soft.is_some() && soft_rows != (windows.len() * n) as u64 {
+                return Err(EngineError::Context(format!(
+                    "soft labels replaced {soft_rows} of {} label rows: this llama.cpp does not carry the soft-label edit",
+                    windows.len() * n
+                )));
+            }
+            let first_loss_row = rows.as_ref().map_or(0, |(_, prefix)| *prefix);
             if let Some((_, prefix)) = rows {
                 // Every window's graph must blend every block, or some rows ran blocks their
                 // mask skips.
@@ -398,6 +443,9 @@ impl Trainer {
                     )));
                 }
                 loss = continuation_loss(loss, n, prefix, self.n_vocab);
+            }
+            if let Some(p) = soft {
+                loss -= mean_entropy(&p[first_loss_row * self.n_vocab..], self.n_vocab);
             }
             if !loss.is_finite() {
                 return Err(EngineError::Decode(format!(
@@ -429,6 +477,21 @@ fn continuation_loss(mean_all: f64, n: usize, prefix: usize, n_vocab: usize) -> 
     (mean_all * n as f64 - prefix as f64 * (n_vocab as f64).ln()) / (n - prefix) as f64
 }
 
+/// Mean entropy (nats) of the distributions in `probs`, rows of `n_vocab` probabilities.
+fn mean_entropy(probs: &[f32], n_vocab: usize) -> f64 {
+    let rows = probs.chunks_exact(n_vocab);
+    let n = rows.len().max(1);
+    let total: f64 = rows
+        .map(|row| {
+            row.iter()
+                .filter(|&&p| p > 0.0)
+                .map(|&p| -(p as f64) * (p as f64).ln())
+                .sum::<f64>()
+        })
+        .sum();
+    total / n as f64
+}
+
 impl Drop for Trainer {
     fn drop(&mut self) {
         // SAFETY: both were created by this trainer and are freed once, context first.
@@ -441,7 +504,17 @@ impl Drop for Trainer {
 
 #[cfg(test)]
 mod tests {
-    use super::{continuation_loss, is_trainable};
+    use super::{continuation_loss, is_trainable, mean_entropy};
+
+    #[test]
+    fn mean_entropy_is_ln_n_for_uniform_rows_and_zero_for_one_hot_rows() {
+        let uniform = [0.25f32; 4];
+        let one_hot = [0.0f32, 1.0, 0.0, 0.0];
+        let rows: Vec<f32> = uniform.iter().chain(one_hot.iter()).copied().collect();
+        assert!((mean_entropy(&uniform, 4) - (4f64).ln()).abs() < 1e-6);
+        assert!(mean_entropy(&one_hot, 4).abs() < 1e-12);
+        assert!((mean_entropy(&rows, 4) - (4f64).ln() / 2.0).abs() < 1e-6);
+    }
 
     #[test]
     fn the_continuation_loss_removes_the_constant_prefix_rows() {

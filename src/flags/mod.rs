@@ -226,7 +226,9 @@ impl SkipArgs {
 /// The defaults are those of `ppl` and `bench`; `calibrate` lowers them with `mut_arg`.
 #[derive(Debug, Clone, Args)]
 pub struct CorpusArgs {
-    /// Text: `shakespeare` (default) or a UTF-8 file or directory.
+    /// Text: a catalog text, `shakespeare` (default) or `alice` (Alice's Adventures in
+    /// Wonderland, never trained on by `uniskip tune`), fetched on first use; or a UTF-8
+    /// file or directory of .txt files.
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<String>,
     /// Windows in the slice.

@@ -31,12 +31,14 @@ pub enum Kind {
     /// A model's original `tokenizer.json` (for `uniskip check`): one file, checked like
     /// a model.
     Tokenizer,
+    /// A text of one file (a corpus of one text): checked like a model.
+    Text,
 }
 
 impl Kind {
     /// Whether the entry is one file assembled from package members (not a directory).
     pub fn is_file(self) -> bool {
-        matches!(self, Kind::Model | Kind::Tokenizer)
+        matches!(self, Kind::Model | Kind::Tokenizer | Kind::Text)
     }
 }
 
@@ -172,10 +174,10 @@ impl Catalog {
             }
             match e.kind {
                 k if k.is_file() && e.sha256.is_none() => {
-                    return bad("a model or tokenizer needs `sha256`");
+                    return bad("a model, tokenizer or text needs `sha256`");
                 }
                 k if k.is_file() && e.packages.iter().any(Package::member_is_dir) => {
-                    return bad("a model's or tokenizer's members must be files");
+                    return bad("a model's, tokenizer's or text's members must be files");
                 }
                 Kind::Corpus if !e.packages.iter().all(Package::member_is_dir) => {
                     return bad("a corpus's members must be directories");

@@ -155,6 +155,7 @@ impl fmt::Display for Listing {
             Kind::Model => "model",
             Kind::Corpus => "corpus",
             Kind::Tokenizer => "tokenizer",
+            Kind::Text => "text",
         };
         let size = format!("{:.1} MB", e.size as f64 / 1e6);
         let state = if self.present { "present" } else { "missing" };
@@ -226,7 +227,7 @@ impl Store {
         match entry.kind {
             // A corpus directory only appears by an atomic rename after a checked fetch.
             Kind::Corpus => Ok(path.is_dir()),
-            Kind::Model | Kind::Tokenizer => {
+            Kind::Model | Kind::Tokenizer | Kind::Text => {
                 match fs::metadata(&path) {
                     Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
                     Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
@@ -292,7 +293,7 @@ impl Store {
             .tempdir_in(&self.dir)
             .ctx(|| format!("creating a temporary directory in {}", self.dir.display()))?;
         match entry.kind {
-            Kind::Model | Kind::Tokenizer => {
+            Kind::Model | Kind::Tokenizer | Kind::Text => {
                 self.fetch_model(entry, work.path(), &path, progress)?
             }
             Kind::Corpus => self.fetch_corpus(entry, work.path(), &path, progress)?,
@@ -437,7 +438,7 @@ impl Store {
         let listing = |entry: &Entry| {
             let path = self.path_of(entry);
             let present = match entry.kind {
-                Kind::Model | Kind::Tokenizer => {
+                Kind::Model | Kind::Tokenizer | Kind::Text => {
                     fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == entry.size)
                 }
                 Kind::Corpus => path.is_dir(),

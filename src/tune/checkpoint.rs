@@ -30,6 +30,8 @@ pub struct Fingerprint {
     pub learning_rate: f64,
     /// The recipe.
     pub recipe: super::Recipe,
+    /// The loss targets.
+    pub targets: super::Targets,
 }
 
 /// A checkpoint's state.

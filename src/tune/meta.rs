@@ -24,11 +24,15 @@ pub struct TunedInfo {
     pub kept_blocks: Vec<usize>,
     /// How training applied the mask (see [`super::Recipe`]).
     pub recipe: String,
+    /// What the loss compared the model with (see [`super::Targets`]): `tokens` or
+    /// `logits`.
+    pub targets: String,
     /// Where the training text came from (`distill:<prompts>` or `corpus:<label>`).
     pub data: String,
     /// Tokens trained on (windows times window length).
     pub tokens_trained: u64,
-    /// The mean training loss over the last steps (nats per token).
+    /// The mean training loss over the last steps (nats per token; with `logits` targets,
+    /// the KL divergence from the base model).
     pub final_loss: f64,
     /// The peak learning rate.
     pub learning_rate: f64,
@@ -59,6 +63,7 @@ impl TunedInfo {
             (key("block_count"), MetaValue::U32(self.block_count as u32)),
             (key("kept_blocks"), MetaValue::Str(kept.join(","))),
             (key("recipe"), MetaValue::Str(self.recipe.clone())),
+            (key("targets"), MetaValue::Str(self.targets.clone())),
             (key("data"), MetaValue::Str(self.data.clone())),
             (key("tokens_trained"), MetaValue::U64(self.tokens_trained)),
             (key("final_loss"), MetaValue::F32(self.final_loss as f32)),
@@ -105,6 +110,8 @@ impl TunedInfo {
             block_count,
             kept_blocks,
             recipe: need("recipe")?,
+            // Files written before soft targets existed trained on tokens.
+            targets: get("targets").unwrap_or_else(|| "tokens".into()),
             data: get("data").unwrap_or_default(),
             tokens_trained: num("tokens_trained")? as u64,
             final_loss: num("final_loss")?,
@@ -117,12 +124,13 @@ impl TunedInfo {
     /// One line for people: `tuned for 1.5x (unified, 20 of 30 blocks, whole-window)`.
     pub fn describe(&self) -> String {
         format!(
-            "tuned for {}x ({}, {} of {} blocks, recipe {}, {} tokens)",
+            "tuned for {}x ({}, {} of {} blocks, recipe {}, {} targets, {} tokens)",
             trim_float(self.speedup),
             self.strategy,
             self.kept_blocks.len(),
             self.block_count,
             self.recipe,
+            self.targets,
             self.tokens_trained
         )
     }

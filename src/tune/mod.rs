@@ -11,6 +11,7 @@
 //!
 //! - [`data`]: training windows (self-distillation or corpus) and held-out windows.
 //! - [`eval`]: quality against the base model at full depth.
+//! - [`teacher`]: the base model's full-depth distributions, the soft targets.
 //! - [`cache`]: distilled training text kept between runs.
 //! - [`checkpoint`]: what Ctrl+C leaves, for `--resume`.
 //! - [`meta`]: the `uniskip.*` metadata of a tuned file.
@@ -22,6 +23,7 @@ pub mod eval;
 pub mod meta;
 mod output;
 mod service;
+pub mod teacher;
 
 pub use data::DataSource;
 pub use meta::{TunedInfo, read_tuned};
@@ -56,6 +58,40 @@ impl Recipe {
                 mask,
                 prefix: data::DISTILL_PROMPT_TOKENS,
             },
+        }
+    }
+}
+
+/// What each training row's loss compares the model with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Targets {
+    /// The next token of the training text (one-hot labels): plain fine-tuning on the text.
+    Tokens,
+    /// The base model's whole next-token distribution at full depth (logit distillation):
+    /// the loss is the KL divergence from the base model, the quantity the quality
+    /// evaluation measures.
+    Logits,
+}
+
+impl Targets {
+    /// The name written into a tuned file's metadata and shown to people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Targets::Tokens => "tokens",
+            Targets::Logits => "logits",
+        }
+    }
+}
+
+impl std::str::FromStr for Targets {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tokens" => Ok(Targets::Tokens),
+            "logits" => Ok(Targets::Logits),
+            other => Err(format!("unknown targets `{other}`: use logits or tokens")),
         }
     }
 }

@@ -7,13 +7,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::Recipe;
 use super::cache;
 use super::checkpoint::{self, Fingerprint, State};
 use super::data::{self, DataSource};
 use super::eval::{Prefix, Reference};
 use super::meta::TunedInfo;
 use super::output::write_outputs;
+use super::teacher::Teacher;
+use super::{Recipe, Targets};
 use crate::engine::{Model, ModelOptions, Trainer, TrainerOptions, write_f32_model};
 use crate::error::BadInput;
 use crate::quality::{Corpus, QualitySummary};
@@ -60,6 +61,8 @@ pub struct TuneSettings {
     pub seed: u32,
     /// How windows meet the mask.
     pub recipe: Recipe,
+    /// What the loss compares the model with.
+    pub targets: Targets,
 }
 
 /// Progress of a run, for a progress display.
@@ -257,6 +260,7 @@ pub fn tune(
         window,
         learning_rate: settings.learning_rate,
         recipe: settings.recipe,
+        targets: settings.targets,
     };
     let dir = checkpoint::dir_for(&settings.out);
     let weights = checkpoint::weights(&dir);
@@ -374,10 +378,15 @@ pub fn tune(
         on_event(Event::Phase("held-out loss under the mask, before".into()));
         state.eval_loss_before = trainer.evaluate(&eval_refs, training_mask)?;
     }
+    let mut teacher = match settings.targets {
+        Targets::Logits => Some(Teacher::new(&base, window, settings.threads)?),
+        Targets::Tokens => None,
+    };
     on_event(Event::Phase(format!(
-        "training {} of {n_layer} blocks under the mask ({} recipe), {steps} steps of {window} tokens",
+        "training {} of {n_layer} blocks under the mask ({} recipe, {} targets), {steps} steps of {window} tokens",
         settings.mask.n_active(),
-        settings.recipe.name()
+        settings.recipe.name(),
+        settings.targets.name()
     )));
     let started = Instant::now();
     let first = state.step;
@@ -385,7 +394,13 @@ pub fn tune(
         let step = state.step;
         trainer.set_learning_rate(learning_rate(settings.learning_rate, step, steps) as f32);
         let tokens = &state.windows[step % state.windows.len()];
-        let loss = trainer.step(tokens, training_mask)?;
+        let loss = match teacher.as_mut() {
+            Some(t) => {
+                let probs = t.distributions(tokens)?;
+                trainer.step_towards(tokens, training_mask, &probs)?
+            }
+            None => trainer.step(tokens, training_mask)?,
+        };
         state.losses.push(loss);
         state.step += 1;
         let elapsed = started.elapsed().as_secs_f64();
@@ -415,6 +430,7 @@ pub fn tune(
     let final_f32 = dir.join("tuned-f32.gguf");
     trainer.save(&final_f32)?;
     drop(trainer);
+    drop(teacher);
 
     let tail = &state.losses[state.losses.len().saturating_sub(10)..];
     let tuned = TunedInfo {
@@ -424,6 +440,7 @@ pub fn tune(
         block_count: n_layer,
         kept_blocks: settings.mask.active_indices(),
         recipe: settings.recipe.name().into(),
+        targets: settings.targets.name().into(),
         data: data_label(settings),
         tokens_trained: (steps * window) as u64,
         // NaN when nothing was trained.

@@ -21,4 +21,5 @@ mod setup_check;
 mod soak;
 mod tokcheck;
 mod tune;
+mod tune_logits;
 mod tuned_files;
