@@ -37,6 +37,17 @@ Recipes (--recipe):
 `uniskip run` reads the tuned file's uniskip.* metadata and applies its mask when no
 --speedup or --skip-layers is given.
 
+Strategies (--strategy): unified, early-exit, block and calibrated give one mask for every
+generated token; skipdecode gives a schedule whose depth shrinks with the generated
+position (prefix recipe only): each continuation row trains under its own step's mask,
+the ramp spanning the window's continuation (224 tokens with the default window), and
+the tuned file replays that schedule when it runs.
+
+Targets (--targets): tokens trains each row on the next token of the training text;
+logits on the base model's whole next-token distribution at full depth (logit
+distillation: the loss is then the KL divergence from the base model, the quantity the
+quality report measures, and each step also runs the base model over the window).
+
 Data: by default self-distillation: the base model, at full depth, continues short
 prompts cut from the corpus (Shakespeare unless --corpus), and the tuned model learns to
 write what the full model writes. --data corpus trains on the corpus text itself. The
@@ -138,11 +149,13 @@ fn parse_static_strategy(s: &str) -> std::result::Result<Strategy, String> {
         .parse()
         .map_err(|e: crate::skip::ParseNameError| e.to_string())?;
     match strategy {
-        Strategy::Unified | Strategy::EarlyExit | Strategy::Block | Strategy::Calibrated => {
-            Ok(strategy)
-        }
+        Strategy::Unified
+        | Strategy::EarlyExit
+        | Strategy::Block
+        | Strategy::Calibrated
+        | Strategy::SkipDecode => Ok(strategy),
         other => Err(format!(
-            "`{}` is not a static mask; tune supports unified, early-exit, block, calibrated",
+            "`{}` cannot be tuned for; tune supports unified, early-exit, block, calibrated, skipdecode",
             other.name()
         )),
     }
@@ -201,7 +214,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         },
         i32::from,
     );
-    let (mask, n_layer) = {
+    let (tuned_plan, n_layer) = {
         let model = Model::load(&path, &ModelOptions::default())?;
         let n_layer = model.n_layer();
         let spec = match args.strategy {
@@ -214,13 +227,29 @@ pub fn run(args: TuneArgs) -> Result<()> {
                 .profile
                 .masks(),
             },
+            // The ramp spans a window's continuation: every trained row has its own step.
+            Strategy::SkipDecode => StrategySpec::SkipDecode {
+                planned_len: args.window as usize - crate::tune::data::DISTILL_PROMPT_TOKENS,
+            },
             other => StrategySpec::default_for(other).expect("a static strategy"),
         };
-        let mask = plan(&spec, n_layer, Depth::Ratio(args.speedup), 0)
-            .map_err(|e| BadInput(format!("--speedup {}: {e}", args.speedup)))?;
-        (mask, n_layer)
+        let tuned_plan = match spec {
+            StrategySpec::SkipDecode { planned_len } => Plan::new(
+                PlanSettings {
+                    planned_len,
+                    ..PlanSettings::new(Strategy::SkipDecode, args.speedup)
+                },
+                n_layer,
+            )
+            .map_err(|e| BadInput(format!("--speedup {}: {e}", args.speedup)))?,
+            spec => Plan::fixed(
+                plan(&spec, n_layer, Depth::Ratio(args.speedup), 0)
+                    .map_err(|e| BadInput(format!("--speedup {}: {e}", args.speedup)))?,
+            ),
+        };
+        (tuned_plan, n_layer)
     };
-    if mask.is_full() {
+    if tuned_plan.is_full() {
         return Err(BadInput(format!(
             "--speedup {} keeps all {n_layer} blocks: there is nothing to tune for",
             args.speedup
@@ -240,7 +269,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     }
     let settings = TuneSettings {
         model: path,
-        mask,
+        plan: tuned_plan,
         strategy: args.strategy.name().into(),
         speedup: args.speedup,
         train_tokens: args.train_tokens as usize,
@@ -370,6 +399,9 @@ pub fn tuned_plan(
     if crate::flags::tuned::overrides_tuned(skip) {
         return Ok(None);
     }
-    let plan = Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?;
+    let plan = match crate::flags::tuned::schedule_plan(&info, model.n_layer())? {
+        Some(schedule) => schedule,
+        None => Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?,
+    };
     Ok(Some((plan, info)))
 }

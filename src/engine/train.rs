@@ -49,6 +49,15 @@ pub enum TrainingMask<'a> {
         /// Positions run at full depth (at least 1, less than the window).
         prefix: usize,
     },
+    /// As [`TrainingMask::Prefix`], with a mask per continuation step (a schedule whose depth
+    /// changes with the generated position, as SkipDecode's): step `j` after the prefix runs
+    /// under row `min(j, rows - 1)` of `masks`, rows of `n_layer` bytes one after the other.
+    Schedule {
+        /// The continuation's masks, one row per step; each must compute block 0.
+        masks: &'a [u8],
+        /// Positions run at full depth (at least 1, less than the window).
+        prefix: usize,
+    },
 }
 
 /// How a [`Trainer`] is set up.
@@ -312,20 +321,31 @@ impl Trainer {
     /// Checks `mask` against the model and the window; returns the rows of per-position
     /// masks and the first loss row for [`TrainingMask::Prefix`].
     fn check_mask(&self, mask: TrainingMask<'_>) -> Result<Option<(Vec<u8>, usize)>> {
-        let m = match mask {
+        let (m, prefix) = match mask {
             TrainingMask::Full => return Ok(None),
-            TrainingMask::Window(m) | TrainingMask::Prefix { mask: m, .. } => m,
+            TrainingMask::Window(m) => (m, None),
+            TrainingMask::Prefix { mask: m, prefix } => (m, Some(prefix)),
+            TrainingMask::Schedule { masks, prefix } => (masks, Some(prefix)),
         };
-        if m.len() != self.n_layer {
+        if m.is_empty() || !m.len().is_multiple_of(self.n_layer) {
             return Err(EngineError::MaskLength {
                 expected: self.n_layer,
                 got: m.len(),
             });
         }
-        if m.iter().all(|&b| b == 0) {
+        let schedule = matches!(mask, TrainingMask::Schedule { .. });
+        if !schedule && m.len() != self.n_layer {
+            return Err(EngineError::MaskLength {
+                expected: self.n_layer,
+                got: m.len(),
+            });
+        }
+        if m.chunks_exact(self.n_layer)
+            .any(|row| row.iter().all(|&b| b == 0))
+        {
             return Err(EngineError::AllSkipped(self.n_layer));
         }
-        let TrainingMask::Prefix { prefix, .. } = mask else {
+        let Some(prefix) = prefix else {
             return Ok(None);
         };
         if prefix == 0 || prefix >= self.window {
@@ -334,7 +354,7 @@ impl Trainer {
                 self.window - 1
             )));
         }
-        if m[0] == 0 {
+        if m.chunks_exact(self.n_layer).any(|row| row[0] == 0) {
             return Err(EngineError::Context(
                 "the prompt/continuation recipe needs block 0 kept: it blends every later block with its input".into(),
             ));

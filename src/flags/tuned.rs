@@ -33,6 +33,9 @@ pub fn overrides_tuned(skip: &SkipArgs) -> bool {
 /// reads as the file's R and can be changed from there, in the chat), else the mask as
 /// it is (a pruned file, a calibrated placement).
 pub fn tuned_plan(info: &TunedInfo, n_layer: usize, planned_len: usize, seed: u64) -> Result<Plan> {
+    if let Some(plan) = schedule_plan(info, n_layer)? {
+        return Ok(plan);
+    }
     let mask = info.mask()?;
     let replanned = info.strategy.parse::<Strategy>().ok().and_then(|strategy| {
         let settings = PlanSettings {
@@ -48,6 +51,33 @@ pub fn tuned_plan(info: &TunedInfo, n_layer: usize, planned_len: usize, seed: u6
         Some(plan) => Ok(plan),
         None => Ok(Plan::new(PlanSettings::manual(mask), n_layer)?),
     }
+}
+
+/// The schedule of a file tuned for a mask that changes with the generated position
+/// (SkipDecode): replanned from its strategy, target and the span it was trained with
+/// (`uniskip.planned_len`), so every step runs the mask it was trained under. `None` for a
+/// static mask.
+pub fn schedule_plan(info: &TunedInfo, n_layer: usize) -> Result<Option<Plan>> {
+    let Some(planned_len) = info.planned_len else {
+        return Ok(None);
+    };
+    let strategy: Strategy = info
+        .strategy
+        .parse()
+        .map_err(|e| BadInput(format!("the tuned file's strategy: {e}")))?;
+    let settings = PlanSettings {
+        planned_len,
+        ..PlanSettings::new(strategy, info.speedup)
+    };
+    let plan = Plan::new(settings, n_layer)
+        .map_err(|e| BadInput(format!("the tuned file's schedule: {e}")))?;
+    if plan.mask(1).active_indices() != info.kept_blocks {
+        return Err(BadInput(
+            "the tuned file's schedule does not start with its kept blocks".into(),
+        )
+        .into());
+    }
+    Ok(Some(plan))
 }
 
 /// The mask the tuned file's mask stands for on its base model of `base_n_layer` blocks:

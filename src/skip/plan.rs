@@ -218,6 +218,11 @@ impl Plan {
         self.mask(0).n_active()
     }
 
+    /// The distinct masks of the run, in the order steps first use them.
+    pub fn distinct_masks(&self) -> &[Mask] {
+        &self.masks
+    }
+
     /// Whether the mask changes from one step to the next.
     pub fn varies(&self) -> bool {
         self.masks.len() > 1

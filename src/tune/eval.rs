@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::engine::{BatchToken, ContextOptions, LlamaToken, Model};
 use crate::quality::{Distribution, QualityAccumulator, QualitySummary};
-use crate::skip::Mask;
+use crate::skip::{Mask, Plan};
 
 /// Which blocks a window's prefix runs through in the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +38,14 @@ fn context(window: usize, threads: i32) -> ContextOptions {
 }
 
 /// Runs `windows` through `model` with `prefix_mask` over the first `prefix` tokens and
-/// `mask` over the rest, calling `row(window, j, logits)` for continuation position `j`.
+/// `plan` over the rest (continuation step `j` under `plan.mask(j + 1)`, as generation
+/// numbers its steps), calling `row(window, j, logits)` for continuation position `j`.
 fn forward(
     model: &Model,
     windows: &[Vec<i32>],
     prefix: usize,
     prefix_mask: &Mask,
-    mask: &Mask,
+    plan: &Plan,
     threads: i32,
     row: &mut dyn FnMut(usize, usize, &[f32]),
 ) -> Result<()> {
@@ -64,18 +65,29 @@ fn forward(
         };
         // The last token is only a target.
         let cont = len - 1 - prefix;
-        if prefix_mask == mask {
+        if plan.varies() {
+            // A mask per step: one token per decode, as generation runs it.
+            session.decode(&batch(0..prefix, false), Some(prefix_mask))?;
+            for j in 0..cont {
+                let outputs = session.decode(
+                    &batch(prefix + j..prefix + j + 1, true),
+                    Some(plan.mask(j + 1)),
+                )?;
+                row(w, j, session.logits(outputs[0]));
+            }
+        } else if prefix_mask == plan.mask(1) {
             let mut all = batch(0..len - 1, false);
             for t in &mut all[prefix..] {
                 t.logits = true;
             }
-            let outputs = session.decode(&all, Some(mask))?;
+            let outputs = session.decode(&all, Some(prefix_mask))?;
             for (j, &i) in outputs.iter().enumerate() {
                 row(w, j, session.logits(i));
             }
         } else {
             session.decode(&batch(0..prefix, false), Some(prefix_mask))?;
-            let outputs = session.decode(&batch(prefix..prefix + cont, true), Some(mask))?;
+            let outputs =
+                session.decode(&batch(prefix..prefix + cont, true), Some(plan.mask(1)))?;
             for (j, &i) in outputs.iter().enumerate() {
                 row(w, j, session.logits(i));
             }
@@ -95,7 +107,7 @@ impl Reference {
             &windows,
             prefix,
             &full,
-            &full,
+            &Plan::fixed(full.clone()),
             threads,
             &mut |_, _, logits| rows.push(Distribution::from_logits(logits)),
         )?;
@@ -106,18 +118,19 @@ impl Reference {
         })
     }
 
-    /// Scores `candidate` under `mask` (its prefix as `prefix` says) against the reference.
+    /// Scores `candidate` under `plan` (its prefix as `prefix` says: masked means the
+    /// prompt's mask, `plan.mask(0)`) against the reference.
     pub fn score(
         &self,
         candidate: &Model,
-        mask: &Mask,
+        plan: &Plan,
         prefix: Prefix,
         threads: i32,
     ) -> Result<QualitySummary> {
         let full = Mask::full(candidate.n_layer());
         let prefix_mask = match prefix {
             Prefix::Full => &full,
-            Prefix::Masked => mask,
+            Prefix::Masked => plan.mask(0),
         };
         let cont = self.windows[0].len() - 1 - self.prefix;
         let mut acc = QualityAccumulator::default();
@@ -126,7 +139,7 @@ impl Reference {
             &self.windows,
             self.prefix,
             prefix_mask,
-            mask,
+            plan,
             threads,
             &mut |w, j, logits| {
                 let target = self.windows[w][self.prefix + j + 1] as usize;

@@ -22,6 +22,11 @@ pub struct TunedInfo {
     pub block_count: usize,
     /// The blocks computed under the tuned mask (0-based, ascending).
     pub kept_blocks: Vec<usize>,
+    /// For a mask that changes with the generated position (SkipDecode): the generated
+    /// tokens its schedule spans, which replans it; `kept_blocks` is then the first
+    /// generated token's mask. `None` for a static mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_len: Option<usize>,
     /// How training applied the mask (see [`super::Recipe`]).
     pub recipe: String,
     /// What the loss compared the model with (see [`super::Targets`]): `tokens` or
@@ -55,7 +60,7 @@ impl TunedInfo {
     pub fn entries(&self) -> Vec<(String, MetaValue)> {
         let kept: Vec<String> = self.kept_blocks.iter().map(ToString::to_string).collect();
         let key = |k: &str| format!("{PREFIX}{k}");
-        vec![
+        let mut entries = vec![
             (key("version"), MetaValue::U32(1)),
             (key("base_sha256"), MetaValue::Str(self.base_sha256.clone())),
             (key("strategy"), MetaValue::Str(self.strategy.clone())),
@@ -71,7 +76,11 @@ impl TunedInfo {
                 key("learning_rate"),
                 MetaValue::F32(self.learning_rate as f32),
             ),
-        ]
+        ];
+        if let Some(n) = self.planned_len {
+            entries.push((key("planned_len"), MetaValue::U32(n as u32)));
+        }
+        entries
     }
 
     /// Reads the tuning metadata of a loaded model: `None` when it has none (an untuned
@@ -109,6 +118,10 @@ impl TunedInfo {
             speedup: num("speedup")?,
             block_count,
             kept_blocks,
+            planned_len: match get("planned_len") {
+                Some(_) => Some(num("planned_len")? as usize),
+                None => None,
+            },
             recipe: need("recipe")?,
             // Files written before soft targets existed trained on tokens.
             targets: get("targets").unwrap_or_else(|| "tokens".into()),

@@ -54,7 +54,7 @@ pub(super) fn write_outputs(
     let tmp_out = dir.join("out.gguf.tmp");
     if settings.prune {
         let pruned = dir.join("tuned-pruned.gguf");
-        write_pruned_model(&source, &pruned, &settings.mask.skipped_indices())?;
+        write_pruned_model(&source, &pruned, &settings.plan.mask(1).skipped_indices())?;
         let k = tuned.kept_blocks.len();
         let pruned_info = TunedInfo {
             block_count: k,
@@ -68,7 +68,7 @@ pub(super) fn write_outputs(
                 "{} of {}: {}",
                 k,
                 tuned.block_count,
-                settings.mask.to_skip_list()
+                settings.plan.mask(1).to_skip_list()
             )),
         ));
         // The carried strings and the context length, after the tuning entries.

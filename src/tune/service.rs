@@ -15,18 +15,19 @@ use super::meta::TunedInfo;
 use super::output::write_outputs;
 use super::teacher::Teacher;
 use super::{Recipe, Targets};
-use crate::engine::{Model, ModelOptions, Trainer, TrainerOptions, write_f32_model};
+use crate::engine::{Model, ModelOptions, Trainer, TrainerOptions, TrainingMask, write_f32_model};
 use crate::error::BadInput;
 use crate::quality::{Corpus, QualitySummary};
-use crate::skip::Mask;
+use crate::skip::Plan;
 
 /// What to tune and how.
 #[derive(Debug, Clone)]
 pub struct TuneSettings {
     /// The base model file.
     pub model: PathBuf,
-    /// The mask to tune for.
-    pub mask: Mask,
+    /// The masks to tune for: one for a static strategy, one per generated token for a
+    /// schedule (SkipDecode), numbered as generation numbers its steps.
+    pub plan: Plan,
     /// The strategy name the mask was planned with.
     pub strategy: String,
     /// The target speedup the mask was planned for.
@@ -200,7 +201,7 @@ fn bad(message: String) -> anyhow::Error {
     anyhow::Error::new(BadInput(message))
 }
 
-/// Tunes `settings.model` for `settings.mask`. `stop` is read after every step (and while
+/// Tunes `settings.model` for `settings.plan`. `stop` is read after every step (and while
 /// writing the training text): when set, the run saves a checkpoint and returns
 /// [`Outcome::Interrupted`].
 pub fn tune(
@@ -218,11 +219,18 @@ pub fn tune(
         )));
     }
     let n_layer = base.n_layer();
-    if settings.mask.n_layer() != n_layer {
+    if settings.plan.n_layer() != n_layer {
         bail!(
             "the mask has {} blocks, the model {n_layer}",
-            settings.mask.n_layer()
+            settings.plan.n_layer()
         );
+    }
+    // The mask of the first generated token: the mask for a static strategy.
+    let mask = settings.plan.mask(1).clone();
+    if settings.plan.varies() && settings.recipe != Recipe::Prefix {
+        return Err(bad(
+            "a mask that changes with the generated position (SkipDecode) is trained with the prefix recipe only: drop --recipe whole-window and --prune".into(),
+        ));
     }
     if settings.prune && settings.recipe == Recipe::Prefix {
         return Err(bad(
@@ -254,7 +262,7 @@ pub fn tune(
         base_sha256: base_sha256.clone(),
         strategy: settings.strategy.clone(),
         speedup: settings.speedup,
-        kept_blocks: settings.mask.active_indices(),
+        kept_blocks: mask.active_indices(),
         data: data_label(settings),
         steps,
         window,
@@ -362,15 +370,22 @@ pub fn tune(
     };
     let eval_windows = data::evaluation_windows(&base, &corpus, settings.eval_windows, window + 1)?;
     let eval_refs: Vec<&[i32]> = eval_windows.iter().map(Vec::as_slice).collect();
-    let bytes = settings.mask.as_bytes();
-    let training_mask = settings.recipe.training_mask(&bytes);
+    let bytes = continuation_masks(&settings.plan, window - super::data::DISTILL_PROMPT_TOKENS);
+    let training_mask = if settings.plan.varies() {
+        TrainingMask::Schedule {
+            masks: &bytes,
+            prefix: super::data::DISTILL_PROMPT_TOKENS,
+        }
+    } else {
+        settings.recipe.training_mask(&bytes)
+    };
 
     let mut trainer = Trainer::load(
         &weights,
         &TrainerOptions {
             window: window as u32,
             threads: settings.threads,
-            trainable_blocks: settings.mask.active_indices(),
+            trainable_blocks: trained_blocks(&settings.plan),
             train_output_norm: true,
         },
     )?;
@@ -384,7 +399,7 @@ pub fn tune(
     };
     on_event(Event::Phase(format!(
         "training {} of {n_layer} blocks under the mask ({} recipe, {} targets), {steps} steps of {window} tokens",
-        settings.mask.n_active(),
+        trained_blocks(&settings.plan).len(),
         settings.recipe.name(),
         settings.targets.name()
     )));
@@ -438,7 +453,11 @@ pub fn tune(
         strategy: settings.strategy.clone(),
         speedup: settings.speedup,
         block_count: n_layer,
-        kept_blocks: settings.mask.active_indices(),
+        kept_blocks: mask.active_indices(),
+        planned_len: settings
+            .plan
+            .varies()
+            .then_some(window - super::data::DISTILL_PROMPT_TOKENS),
         recipe: settings.recipe.name().into(),
         targets: settings.targets.name().into(),
         data: data_label(settings),
@@ -466,25 +485,25 @@ pub fn tune(
         QUALITY_PREFIX + QUALITY_CONTINUATION + 1,
     )?;
     let reference = Reference::new(&base, quality_windows, QUALITY_PREFIX, settings.threads)?;
-    let mask = &settings.mask;
-    let untuned_masked_prefix = reference.score(&base, mask, Prefix::Masked, settings.threads)?;
-    let untuned_full_prefix = reference.score(&base, mask, Prefix::Full, settings.threads)?;
+    let plan = &settings.plan;
+    let untuned_masked_prefix = reference.score(&base, plan, Prefix::Masked, settings.threads)?;
+    let untuned_full_prefix = reference.score(&base, plan, Prefix::Full, settings.threads)?;
     let tuned_model = Model::load(&settings.out, &ModelOptions::default())?;
     // A pruned file holds only the kept blocks: all of them run.
-    let tuned_mask = if settings.prune {
-        Mask::full(tuned_model.n_layer())
+    let tuned_plan = if settings.prune {
+        Plan::full(tuned_model.n_layer())
     } else {
-        mask.clone()
+        plan.clone()
     };
     let tuned_masked_prefix =
-        reference.score(&tuned_model, &tuned_mask, Prefix::Masked, settings.threads)?;
+        reference.score(&tuned_model, &tuned_plan, Prefix::Masked, settings.threads)?;
     let tuned_full_prefix =
-        reference.score(&tuned_model, &tuned_mask, Prefix::Full, settings.threads)?;
+        reference.score(&tuned_model, &tuned_plan, Prefix::Full, settings.threads)?;
     drop(tuned_model);
     let tuned_f32_full_prefix = match &out_f32 {
         Some(path) => {
             let f32_model = Model::load(path, &ModelOptions::default())?;
-            Some(reference.score(&f32_model, mask, Prefix::Full, settings.threads)?)
+            Some(reference.score(&f32_model, plan, Prefix::Full, settings.threads)?)
         }
         None => None,
     };
@@ -507,6 +526,24 @@ pub fn tune(
         peak_rss_bytes: peak_rss(),
         memory_estimate_bytes: estimate,
     })))
+}
+
+/// The masks of continuation steps `0..steps` (step `j` is generation's step `j + 1`), row
+/// after row; one row when the plan does not vary.
+fn continuation_masks(plan: &Plan, steps: usize) -> Vec<u8> {
+    if !plan.varies() {
+        return plan.mask(1).as_bytes();
+    }
+    (0..steps)
+        .flat_map(|j| plan.mask(j + 1).as_bytes())
+        .collect()
+}
+
+/// Every block some step of `plan` computes: the blocks training updates.
+fn trained_blocks(plan: &Plan) -> Vec<usize> {
+    (0..plan.n_layer())
+        .filter(|&i| plan.distinct_masks().iter().any(|m| m.is_active(i)))
+        .collect()
 }
 
 fn save_checkpoint(trainer: &Trainer, dir: &Path, state: &State) -> Result<()> {

@@ -22,4 +22,5 @@ mod soak;
 mod tokcheck;
 mod tune;
 mod tune_logits;
+mod tune_schedule;
 mod tuned_files;

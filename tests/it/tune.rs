@@ -421,12 +421,16 @@ fn bad_tune_flags_exit_2_with_one_line() {
     let bogus = dir.path().join("bogus.gguf");
     std::fs::write(&bogus, b"not a model").unwrap();
     for args in [
+        vec!["tune", "--speedup", "1.5", "--strategy", "random", "-o", o],
+        // A schedule that changes with the position trains with the prefix recipe only.
         vec![
             "tune",
             "--speedup",
             "1.5",
             "--strategy",
             "skipdecode",
+            "--recipe",
+            "whole-window",
             "-o",
             o,
         ],

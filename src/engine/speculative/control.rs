@@ -6,7 +6,9 @@
 //! (1 - a^(k+1)) / ((1 - a) (k c + V(k+1))). The length maximises that estimate; the
 //! measured rate decides whether a drafter stays on: when its rounds produce tokens more
 //! slowly than plain steps do, it pauses, and probes again after a pause that doubles each
-//! time it fails.
+//! time it fails. The cost model stops a drafter earlier, after two rounds, when even
+//! perfect acceptance could not pay for its drafts and verifications at the measured
+//! costs, or when the measured acceptance gives a clear loss.
 
 use std::time::Duration;
 
@@ -32,6 +34,11 @@ impl Kind {
 const DECAY: f64 = 0.94;
 /// Rounds a drafter runs before its measured rate may switch it off.
 const MIN_ROUNDS: u32 = 6;
+/// Rounds before the cost model may switch a drafter off (the first round of a batch size
+/// also builds its graph, so one round alone overstates the cost).
+const EARLY_ROUNDS: u32 = 2;
+/// Below this estimated speedup (measured acceptance and costs) a drafter stops early.
+const EARLY_FLOOR: f64 = 0.9;
 /// First pause after a drafter is found slower than plain steps (in steps).
 const FIRST_PAUSE: usize = 32;
 /// Longest pause.
@@ -155,14 +162,47 @@ impl Controller {
     }
 
     /// Verification cost of n tokens per sequence relative to a plain step: measured when
-    /// seen, else a prior shaped like measurements on a 2-core CPU (two tokens cost one,
+    /// seen; else a line from the plain step (n = 1 costs 1) through the nearest measured
+    /// size; else a prior shaped like measurements on a 2-core CPU (two tokens cost one,
     /// each further token about a quarter).
     fn verify_cost(&self, n: usize) -> f64 {
-        let prior = (0.5 + 0.25 * n as f64).max(1.0);
-        match (self.verify_secs.get(n).copied().flatten(), self.plain_secs) {
-            (Some(v), Some(p)) => (v / p).max(0.5),
-            _ => prior,
+        let Some(p) = self.plain_secs else {
+            return (0.5 + 0.25 * n as f64).max(1.0);
+        };
+        if let Some(v) = self.verify_secs.get(n).copied().flatten() {
+            return (v / p).max(0.5);
         }
+        let nearest = (2..self.verify_secs.len())
+            .filter_map(|m| Some((m, self.verify_secs[m]? / p)))
+            .min_by_key(|&(m, _)| m.abs_diff(n));
+        match nearest {
+            Some((m, v)) => (1.0 + (v - 1.0) * (n - 1) as f64 / (m - 1) as f64).max(0.5),
+            None => (0.5 + 0.25 * n as f64).max(1.0),
+        }
+    }
+
+    /// Whether `kind`'s costs are measured: the plain step, a verification, and (for a
+    /// drafter that decodes) a draft decode.
+    fn costs_measured(&self, kind: Kind) -> bool {
+        self.plain_secs.is_some()
+            && self.verify_secs.iter().skip(2).any(Option::is_some)
+            && (kind == Kind::Lookup || self.drafters[kind.index()].draft_secs.is_some())
+    }
+
+    /// The best speedup `kind` could give with every draft accepted, at the measured costs:
+    /// below 1, drafting with it loses time whatever its acceptance (a mask that keeps most
+    /// blocks on a machine where verifying a batch costs nearly its length in plain steps).
+    pub fn ceiling(&self, kind: Kind) -> f64 {
+        (1..=self.draft_max)
+            .map(|k| (k + 1) as f64 / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1)))
+            .fold(0.0, f64::max)
+    }
+
+    /// The best estimated speedup of `kind` over the draft lengths allowed.
+    fn best_expected(&self, kind: Kind) -> f64 {
+        (1..=self.draft_max)
+            .map(|k| self.expected_speedup(kind, k))
+            .fold(0.0, f64::max)
     }
 
     fn draft_cost(&self, kind: Kind) -> f64 {
@@ -235,21 +275,39 @@ impl Controller {
         let d = &mut self.drafters[kind.index()];
         d.rate.add(tokens as f64, time);
         d.rounds_since_probe += 1;
-        if d.rounds_since_probe < MIN_ROUNDS {
+        let rounds = d.rounds_since_probe;
+        // Early verdicts from the cost model, before the measured rate is reliable: a
+        // drafter that cannot win even with every draft accepted, or whose measured
+        // acceptance gives a clear loss, stops at once instead of after MIN_ROUNDS.
+        if rounds >= EARLY_ROUNDS
+            && self.costs_measured(kind)
+            && (self.ceiling(kind) < 1.0 || self.best_expected(kind) < EARLY_FLOOR)
+        {
+            self.pause(kind);
+            return;
+        }
+        let d = &mut self.drafters[kind.index()];
+        if rounds < MIN_ROUNDS {
             return;
         }
         let (Some(rate), Some(plain)) = (d.rate.per_s(), plain) else {
             return;
         };
         if rate < plain {
-            d.paused_until = self.steps + d.pause;
-            d.pause = (d.pause * 2).min(MAX_PAUSE);
-            d.rounds_since_probe = 0;
-            d.rate = Rate::default();
-            self.pauses += 1;
-        } else if d.rounds_since_probe >= 2 * MIN_ROUNDS {
+            self.pause(kind);
+        } else if rounds >= 2 * MIN_ROUNDS {
             d.pause = FIRST_PAUSE;
         }
+    }
+
+    /// Pauses `kind` for its current pause, and doubles the next one.
+    fn pause(&mut self, kind: Kind) {
+        let d = &mut self.drafters[kind.index()];
+        d.paused_until = self.steps + d.pause;
+        d.pause = (d.pause * 2).min(MAX_PAUSE);
+        d.rounds_since_probe = 0;
+        d.rate = Rate::default();
+        self.pauses += 1;
     }
 }
 
@@ -302,6 +360,57 @@ mod tests {
             c.plain_step(1, 10 * MS);
         }
         assert!(!c.is_paused(Kind::Mask), "probes again after the pause");
+    }
+
+    #[test]
+    fn a_drafter_that_cannot_win_even_at_full_acceptance_stops_after_two_rounds() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        // Drafting costs 8 ms a token and verifying n tokens 10 ms + 6 ms per extra token:
+        // with every draft accepted, k drafts give k + 1 tokens in 8k + 10 + 6k ms, never
+        // faster than one token per 10 ms.
+        for round in 1..=EARLY_ROUNDS {
+            assert!(!c.is_paused(Kind::Mask), "round {round}");
+            for n in 2..=5 {
+                c.verify_step(n, (10 + 6 * (n as u32 - 1)) * MS);
+            }
+            c.draft_step(Kind::Mask, 8 * MS);
+            c.acceptance_seen(Kind::Mask, 1, 1);
+            c.round(Kind::Mask, 2, 24 * MS);
+        }
+        assert!(c.ceiling(Kind::Mask) < 1.0, "{}", c.ceiling(Kind::Mask));
+        assert!(c.is_paused(Kind::Mask), "stopped before MIN_ROUNDS");
+        assert_eq!(c.pauses(), 1);
+    }
+
+    #[test]
+    fn a_cheap_drafter_with_high_acceptance_is_not_stopped_early() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        for _ in 0..MIN_ROUNDS {
+            for n in 2..=5 {
+                c.verify_step(n, (10 + 2 * (n as u32 - 1)) * MS);
+            }
+            c.draft_step(Kind::Mask, 3 * MS);
+            c.acceptance_seen(Kind::Mask, 4, 4);
+            c.round(Kind::Mask, 5, 28 * MS);
+        }
+        assert!(c.ceiling(Kind::Mask) > 1.0);
+        assert!(!c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn unmeasured_verification_sizes_follow_the_line_through_the_nearest_measured_one() {
+        let mut c = Controller::new(8);
+        c.plain_step(1, 10 * MS);
+        c.verify_step(3, 20 * MS);
+        // n = 3 costs 2 steps: a line from (1, 1) through (3, 2) gives 3 at n = 5.
+        assert!(
+            (c.verify_cost(5) - 3.0).abs() < 1e-9,
+            "{}",
+            c.verify_cost(5)
+        );
+        assert!((c.verify_cost(3) - 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! Tuning for a mask that changes with the generated position (SkipDecode's schedule).
+
+use crate::common::*;
+use uniskip::engine::{
+    BatchToken, LlamaToken, Model, Trainer, TrainerOptions, TrainingMask, write_f32_model,
+};
+use uniskip::skip::{Plan, PlanSettings, Strategy};
+
+/// Mean cross-entropy of the continuation decoded as generation runs it: the prompt of
+/// `prefix` tokens at full depth, then one token per decode, step `j` under
+/// `plan.mask(j + 1)`.
+fn stepwise_loss(model: &Model, tokens: &[i32], prefix: usize, plan: &Plan) -> f64 {
+    let mut session = model.session(&ctx(1)).unwrap();
+    let token = |i: usize, logits: bool| BatchToken {
+        seq: 0,
+        token: LlamaToken(tokens[i]),
+        logits,
+    };
+    let prompt: Vec<BatchToken> = (0..prefix).map(|i| token(i, false)).collect();
+    session.decode(&prompt, None).unwrap();
+    let mut total = 0f64;
+    let n = tokens.len() - 1;
+    for (j, i) in (prefix..n).enumerate() {
+        let out = session
+            .decode(&[token(i, true)], Some(plan.mask(j + 1)))
+            .unwrap();
+        let logits = session.logits(out[0]);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+        total += max + sum.ln() - logits[tokens[i + 1] as usize] as f64;
+    }
+    total / (n - prefix) as f64
+}
+
+/// SkipDecode's schedule trains as it generates: the trainer's loss on a window whose
+/// prompt runs at full depth and whose continuation step `j` runs under the schedule's
+/// mask for that step (every block computed, each row blending by its own mask) equals the
+/// loss of decoding the continuation token by token under those masks, and differs from
+/// the loss at the schedule's first mask alone.
+#[test]
+fn a_skipdecode_schedule_trains_each_generated_position_under_its_own_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32_path = dir.path().join("smollm2-f32.gguf");
+    write_f32_model(&model_path("smollm2"), &f32_path, 1).expect("F32 copy");
+    let model = Model::load(&f32_path, &Default::default()).unwrap();
+    let prefix = 32;
+    // The window (8 x 256) leaves 224 continuation steps; a ramp over 64 of them, then
+    // the last mask, as generation past the planned length does.
+    let plan = Plan::new(
+        PlanSettings {
+            planned_len: 64,
+            ..PlanSettings::new(Strategy::SkipDecode, 2.0)
+        },
+        30,
+    )
+    .unwrap();
+    assert!(plan.varies());
+    let text = format!("{PROMPT} ").repeat(40);
+    let tokens: Vec<i32> = model.tokenize(&text, true).unwrap()[..257]
+        .iter()
+        .map(|t| t.0)
+        .collect();
+    let inference = stepwise_loss(&model, &tokens, prefix, &plan);
+    let first_mask_only =
+        stepwise_loss(&model, &tokens, prefix, &Plan::fixed(plan.mask(1).clone()));
+    drop(model);
+
+    let masks: Vec<u8> = (0..256 - prefix)
+        .flat_map(|j| plan.mask(j + 1).as_bytes())
+        .collect();
+    let mut trainer = Trainer::load(
+        &f32_path,
+        &TrainerOptions {
+            window: 256,
+            threads: 1,
+            trainable_blocks: (0..30).collect(),
+            train_output_norm: true,
+        },
+    )
+    .expect("trainer");
+    let schedule = TrainingMask::Schedule {
+        masks: &masks,
+        prefix,
+    };
+    let trained = trainer.evaluate(&[&tokens], schedule).unwrap();
+    eprintln!(
+        "schedule: trainer {trained:.5}, token by token {inference:.5}, first mask only {first_mask_only:.5}"
+    );
+    let tolerance = 0.002 * inference;
+    assert!(
+        (trained - inference).abs() < tolerance,
+        "trainer {trained} vs inference {inference}"
+    );
+    assert!(
+        (trained - first_mask_only).abs() > 10.0 * tolerance,
+        "{trained} vs the first mask alone {first_mask_only}"
+    );
+    // A row whose mask skips block 0 cannot blend: refused, not trained wrongly.
+    let mut bad = masks.clone();
+    bad[30] = 0;
+    assert!(
+        trainer
+            .evaluate(
+                &[&tokens],
+                TrainingMask::Schedule {
+                    masks: &bad,
+                    prefix
+                }
+            )
+            .is_err()
+    );
+}
