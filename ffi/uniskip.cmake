@@ -7,7 +7,9 @@
 #      last active one (`il == n_layer - 1` -> `il == uniskip_last_active_layer(n_layer)`);
 #   2. llama-graph.h: the mask is a member of llm_graph_params and part of allow_reuse();
 #   3. llama-graph.cpp: build_cvec (the end of every block) passes its result through
-#      uniskip_blend_rows, the per-position masks' blend (a no-op without them);
+#      uniskip_blend_rows, the per-position masks' blend (a no-op without them); in
+#      training graphs the feed-forward's fused GEGLU becomes uniskip_geglu, built from
+#      operations ggml can differentiate;
 #   4. llama-context.cpp: after opt_epoch_iter writes one-hot training labels,
 #      uniskip_soft_labels may replace them with soft ones (a no-op without them).
 # A required anchor that is not found stops the configure with the file and the edit.
@@ -129,6 +131,9 @@ function(uniskip_apply_hook)
             uniskip_edit(_text "${_rel}" "    return cvec->apply_to(ctx0, cur, il);\n"
                 "    return uniskip_blend_rows(ctx0, res, cvec->apply_to(ctx0, cur, il), il, n_layer, n_tokens);\n"
                 "blend rows at the end of each block")
+            uniskip_edit(_text "${_rel}" "                cur = ggml_geglu_split(ctx0, cur, tmp);\n"
+                "                cur = uniskip_training() ? uniskip_geglu(ctx0, cur, tmp) : ggml_geglu_split(ctx0, cur, tmp);\n"
+                "a differentiable GEGLU in training graphs")
         elseif(_rel STREQUAL "llama-context.cpp")
             uniskip_edit(_text "${_rel}"
                 "                    ggml_backend_tensor_set(labels, &onef, (pos_ubatch*labels->ne[0] + labels_sparse[ilabel])*sizeof(float), sizeof(float));\n                }\n"

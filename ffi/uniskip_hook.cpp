@@ -65,6 +65,7 @@ struct SoftLabels {
     int64_t n_positions = 0;
 };
 thread_local SoftLabels g_soft;
+thread_local bool g_training = false;
 thread_local uint64_t g_soft_rows = 0;
 
 // The graph being built on this thread: its input, and the last block's blended output
@@ -140,6 +141,18 @@ ggml_tensor * uniskip_blend_rows(ggml_context * ctx, llm_graph_result * res, ggm
     return cur;
 }
 
+bool uniskip_training() {
+    return g_training;
+}
+
+ggml_tensor * uniskip_geglu(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b) {
+    const float two_c = 1.5957691216057308f; // 2 * sqrt(2 / pi)
+    ggml_tensor * cube = ggml_mul(ctx, a, ggml_sqr(ctx, a));
+    ggml_tensor * u = ggml_scale(ctx, ggml_add(ctx, a, ggml_scale(ctx, cube, 0.044715f)), two_c);
+    ggml_tensor * sigmoid = ggml_exp(ctx, ggml_neg(ctx, ggml_softplus(ctx, ggml_neg(ctx, u))));
+    return ggml_mul(ctx, ggml_mul(ctx, a, sigmoid), b);
+}
+
 void uniskip_soft_labels(ggml_tensor * labels, int64_t first_pos, int64_t n_rows) {
     if (g_soft.probs == nullptr || labels == nullptr || labels->type != GGML_TYPE_F32 ||
         labels->ne[0] != g_soft.n_vocab || labels->ne[1] < n_rows || first_pos < 0 ||
@@ -164,6 +177,10 @@ void uniskip_hook_set_soft_labels(const float * probs, int32_t n_vocab, int32_t 
     g_soft.probs = probs;
     g_soft.n_vocab = n_vocab;
     g_soft.n_positions = n_positions;
+}
+
+void uniskip_hook_set_training(int32_t on) {
+    g_training = on != 0;
 }
 
 uint64_t uniskip_hook_take_soft_rows(void) {

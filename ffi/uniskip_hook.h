@@ -40,6 +40,15 @@ class llm_graph_result;
 ggml_tensor * uniskip_blend_rows(ggml_context * ctx, llm_graph_result * res, ggml_tensor * cur,
                                  int il, int64_t n_layer, int64_t n_tokens);
 
+// True while the calling thread runs training epochs (uniskip_hook_set_training): graph
+// builders then use only operations ggml can differentiate.
+bool uniskip_training();
+
+// gelu(a) * b built from operations with a backward pass, for training graphs: ggml's fused
+// GEGLU has none. gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))) = x * sigmoid(2 c (x +
+// 0.044715 x^3)), c = sqrt(2 / pi), and sigmoid(u) = exp(-softplus(-u)).
+ggml_tensor * uniskip_geglu(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b);
+
 // Called by llama_context::opt_epoch_iter after it has written one-hot labels for the rows
 // at positions first_pos .. first_pos + n_rows - 1 of a training window: when the calling
 // thread has soft labels (uniskip_hook_set_soft_labels) that cover those rows with the
@@ -70,6 +79,9 @@ void uniskip_hook_set_row_masks(const uint8_t * masks, int32_t n_layer, int32_t 
 // position) is the distribution probs[p * n_vocab .. (p + 1) * n_vocab]. The memory is not
 // copied: it must stay valid until the labels are cleared (n_positions == 0 clears them).
 void uniskip_hook_set_soft_labels(const float * probs, int32_t n_vocab, int32_t n_positions);
+
+// Marks the calling thread as running training epochs (on != 0) or not.
+void uniskip_hook_set_training(int32_t on);
 
 // Number of label rows replaced by soft labels since the last call, then resets it.
 uint64_t uniskip_hook_take_soft_rows(void);

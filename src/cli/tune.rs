@@ -39,9 +39,10 @@ Recipes (--recipe):
 
 Strategies (--strategy): unified, early-exit, block and calibrated give one mask for every
 generated token; skipdecode gives a schedule whose depth shrinks with the generated
-position (prefix recipe only): each continuation row trains under its own step's mask,
-the ramp spanning the window's continuation (224 tokens with the default window), and
-the tuned file replays that schedule when it runs.
+position (prefix recipe only): each continuation row trains under its own step's mask.
+The ramp spans 64 generated tokens (the tokens the quality report scores, so their mean
+depth meets the target as unified's does) and stays at its last depth after them; the
+tuned file replays that schedule when it runs.
 
 Targets (--targets): tokens trains each row on the next token of the training text;
 logits on the base model's whole next-token distribution at full depth (logit
@@ -227,9 +228,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
                 .profile
                 .masks(),
             },
-            // The ramp spans a window's continuation: every trained row has its own step.
+            // The ramp spans the tokens the quality report scores, so their mean depth is
+            // the target's, as unified's is; later rows train at the ramp's last depth,
+            // where generation past the span stays.
             Strategy::SkipDecode => StrategySpec::SkipDecode {
-                planned_len: args.window as usize - crate::tune::data::DISTILL_PROMPT_TOKENS,
+                planned_len: crate::tune::QUALITY_CONTINUATION,
             },
             other => StrategySpec::default_for(other).expect("a static strategy"),
         };

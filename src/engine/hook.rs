@@ -19,6 +19,7 @@ unsafe extern "C" {
     fn uniskip_hook_take_blended() -> u64;
     fn uniskip_hook_set_soft_labels(probs: *const f32, n_vocab: i32, n_positions: i32);
     fn uniskip_hook_take_soft_rows() -> u64;
+    fn uniskip_hook_set_training(on: i32);
 }
 
 /// Sets the calling thread's skip mask for as long as it lives; clears it on drop.
@@ -107,6 +108,31 @@ impl Drop for SoftLabelGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a null pointer clears thread-local state.
         unsafe { uniskip_hook_set_soft_labels(std::ptr::null(), 0, 0) }
+    }
+}
+
+/// Marks the calling thread as running training epochs for as long as it lives: graph
+/// builders then use only operations ggml can differentiate (a composed GEGLU instead of
+/// the fused one).
+pub(crate) struct TrainingGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl TrainingGuard {
+    /// Marks the calling thread until the guard drops.
+    pub(crate) fn set() -> Self {
+        // SAFETY: sets thread-local state.
+        unsafe { uniskip_hook_set_training(1) };
+        TrainingGuard {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for TrainingGuard {
+    fn drop(&mut self) {
+        // SAFETY: clears thread-local state.
+        unsafe { uniskip_hook_set_training(0) }
     }
 }
 

@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 use llama_cpp_sys_2 as sys;
 
 use super::error::{EngineError, Result};
-use super::hook::{MaskGuard, RowMaskGuard, SoftLabelGuard};
+use super::hook::{MaskGuard, RowMaskGuard, SoftLabelGuard, TrainingGuard};
 
 /// llama.cpp pads a context to this many tokens: a training window is a multiple of it.
 pub const WINDOW_QUANTUM: u32 = 256;
@@ -417,6 +417,7 @@ impl Trainer {
             super::hook::take_soft_rows();
             {
                 let _soft = soft.map(|p| SoftLabelGuard::set(p, self.n_vocab));
+                let _training = TrainingGuard::set();
                 let block_mask = match mask {
                     TrainingMask::Window(m) => Some(m),
                     _ => None,

@@ -28,7 +28,9 @@ pub mod teacher;
 pub use data::DataSource;
 pub use meta::{TunedInfo, read_tuned};
 pub use output::f32_path_for;
-pub use service::{Event, Outcome, Report, TuneSettings, memory_estimate, tune};
+pub use service::{
+    Event, Outcome, QUALITY_CONTINUATION, Report, TuneSettings, memory_estimate, tune,
+};
 
 /// How training windows meet the mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

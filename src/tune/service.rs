@@ -145,14 +145,16 @@ pub enum Outcome {
     },
 }
 
-/// Architectures whose training graph llama.cpp can differentiate, checked by a test. ggml
-/// aborts the process on an operation without a backward pass (GELU, GEGLU, tanh, ...),
-/// so anything else is refused before llama.cpp sees it.
-const TRAINABLE_ARCHITECTURES: &[&str] = &["llama"];
+/// Architectures whose training graph llama.cpp can differentiate, each checked by a test
+/// (Gemma 3 through the composed GEGLU of training graphs). ggml aborts the process on an
+/// operation without a backward pass (the fused GEGLU, GELU, tanh, ...), so anything else
+/// is refused before llama.cpp sees it.
+const TRAINABLE_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
 
 /// Windows of the quality evaluation: a prompt and a scored continuation.
 const QUALITY_PREFIX: usize = 32;
-const QUALITY_CONTINUATION: usize = 64;
+/// Scored tokens of each quality window.
+pub const QUALITY_CONTINUATION: usize = 64;
 
 /// Bytes the F32 training state of a model with `n_params` parameters needs: weights,
 /// gradients and AdamW's two moments (16 bytes per parameter), plus the output head's
@@ -212,7 +214,7 @@ pub fn tune(
     let base = Model::load(&settings.model, &ModelOptions::default())?;
     if !TRAINABLE_ARCHITECTURES.contains(&base.architecture()) {
         return Err(bad(format!(
-            "{} is a {} model, and llama.cpp's training (as pinned) has no backward pass for every operation its graph uses (Gemma's GELU-gated feed-forward, for one); tune trains {} models",
+            "{} is a {} model, and llama.cpp's training (as pinned) may lack a backward pass for an operation its graph uses; tune trains {} models",
             settings.model.display(),
             base.architecture(),
             TRAINABLE_ARCHITECTURES.join(", ")
@@ -457,7 +459,7 @@ pub fn tune(
         planned_len: settings
             .plan
             .varies()
-            .then_some(window - super::data::DISTILL_PROMPT_TOKENS),
+            .then_some(settings.plan.settings().planned_len),
         recipe: settings.recipe.name().into(),
         targets: settings.targets.name().into(),
         data: data_label(settings),

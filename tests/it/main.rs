@@ -21,6 +21,7 @@ mod setup_check;
 mod soak;
 mod tokcheck;
 mod tune;
+mod tune_gemma3;
 mod tune_logits;
 mod tune_schedule;
 mod tuned_files;

@@ -448,9 +448,6 @@ fn bad_tune_flags_exit_2_with_one_line() {
             o,
         ],
         vec!["tune", "--speedup", "1.5", "--recipe", "halfway", "-o", o],
-        // llama.cpp has no backward pass for Gemma's GELU-gated feed-forward: refused
-        // before it aborts the process.
-        vec!["tune", "-m", "gemma3", "--speedup", "1.5", "-o", o],
         vec![
             "tune",
             "-m",
