@@ -111,6 +111,15 @@ pub fn run(
         base_path.display()
     );
 
+    if info.planned_len.is_some() {
+        // Every row here is one mask; a schedule changes with the position.
+        return Err(crate::error::BadInput(format!(
+            "{} is tuned for a schedule that changes with the position ({}): bench compares one mask per row; measure it with `uniskip ppl -m FILE`",
+            path.display(),
+            info.strategy
+        ))
+        .into());
+    }
     let tuned_mask = info.mask()?;
     let untuned_mask = base_mask(tuned, info, n_layer)?;
     let mut rows = vec![

@@ -72,6 +72,13 @@ impl LosslessArgs {
         let path = crate::models::ensure(Some(name), crate::models::Progress::Stderr)?;
         let model = Model::load(&path, &model_args.model_options())?;
         let mask = match crate::tune::read_tuned(&model)? {
+            Some(info) if info.planned_len.is_some() => {
+                return Err(BadInput(format!(
+                    "--draft-model {name}: it is tuned for a schedule that changes with the position ({}), and a draft model drafts under one mask",
+                    info.strategy
+                ))
+                .into());
+            }
             Some(info) => Some(info.mask()?),
             None => None,
         };

@@ -110,3 +110,95 @@ fn a_skipdecode_schedule_trains_each_generated_position_under_its_own_mask() {
             .is_err()
     );
 }
+
+fn uniskip(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_uniskip"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// A file tuned for SkipDecode records its schedule's span, and `run` replays that
+/// schedule without skip flags: the blocks per generated token follow the ramp the file
+/// was trained on, not one mask. `bench -m FILE`, which compares one mask per row, refuses
+/// it with one line (exit 2).
+#[test]
+fn a_skipdecode_tuned_file_replays_its_schedule_in_run_and_bench_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("skipdecode.gguf");
+    let o = out.to_str().unwrap();
+    let tuned = uniskip(&[
+        "tune",
+        "--speedup",
+        "1.5",
+        "--strategy",
+        "skipdecode",
+        "--train-tokens",
+        "0",
+        "--eval-windows",
+        "1",
+        "-t",
+        "1",
+        "-o",
+        o,
+        "--json",
+    ]);
+    assert!(
+        tuned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tuned.stderr)
+    );
+    let model = Model::load(&out, &Default::default()).unwrap();
+    let info = uniskip::tune::TunedInfo::read(&model)
+        .unwrap()
+        .expect("tuned metadata");
+    drop(model);
+    assert_eq!(info.strategy, "skipdecode");
+    assert_eq!(info.planned_len, Some(uniskip::tune::QUALITY_CONTINUATION));
+    let plan = Plan::new(
+        PlanSettings {
+            planned_len: uniskip::tune::QUALITY_CONTINUATION,
+            ..PlanSettings::new(Strategy::SkipDecode, 1.5)
+        },
+        30,
+    )
+    .unwrap();
+
+    let run = uniskip(&[
+        "run",
+        "-m",
+        o,
+        "-p",
+        PROMPT,
+        "-n",
+        "8",
+        "-t",
+        "1",
+        "--ignore-eos",
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["strategy"], "skipdecode");
+    // One mask per decode call: step 0 reads the prompt, steps 1..7 the generated tokens
+    // (the eighth token is sampled from step 7's logits), each under the ramp's mask.
+    let ramp: Vec<usize> = (0..8).map(|s| plan.mask(s).n_active()).collect();
+    let expected = ramp.iter().sum::<usize>() as f64 / 8.0;
+    let mean = report["mean_active_layers"].as_f64().unwrap();
+    eprintln!("mean active blocks {mean}, ramp {ramp:?}");
+    assert!(ramp[1] > ramp[7], "the ramp descends: {ramp:?}");
+    assert!((mean - expected).abs() < 1e-9, "{mean} vs {expected}");
+
+    let bench = uniskip(&["bench", "-m", o, "-t", "1", "--no-speed", "--windows", "1"]);
+    assert_eq!(bench.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bench.stderr);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+}
