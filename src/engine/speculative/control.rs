@@ -6,9 +6,11 @@
 //! (1 - a^(k+1)) / ((1 - a) (k c + V(k+1))). The length maximises that estimate; the
 //! measured rate decides whether a drafter stays on: when its rounds produce tokens more
 //! slowly than plain steps do, it pauses, and probes again after a pause that doubles each
-//! time it fails. The cost model stops a drafter earlier, after two rounds, when even
-//! perfect acceptance could not pay for its drafts and verifications at the measured
-//! costs, or when the measured acceptance gives a clear loss.
+//! time it fails. The cost model stops a drafter earlier: when even perfect acceptance
+//! could not pay for its drafts and verifications at the measured costs (after one round
+//! when the gap is wide, else after two; then for at least 256 steps, since costs follow
+//! the machine, not the text), or, after two rounds, when the measured acceptance gives a
+//! clear loss.
 
 use std::time::Duration;
 
@@ -39,6 +41,12 @@ const MIN_ROUNDS: u32 = 6;
 const EARLY_ROUNDS: u32 = 2;
 /// Below this estimated speedup (measured acceptance and costs) a drafter stops early.
 const EARLY_FLOOR: f64 = 0.9;
+/// A ceiling this far below 1 stops a drafter after its first round: even a first
+/// round's overstated costs cannot hide a gap this wide.
+const CLEAR_CEILING: f64 = 0.8;
+/// Shortest pause of a drafter that cannot win at the measured costs: costs change with
+/// the machine's load, not with the text, so it probes again rarely.
+const HOPELESS_PAUSE: usize = 256;
 /// First pause after a drafter is found slower than plain steps (in steps).
 const FIRST_PAUSE: usize = 32;
 /// Longest pause.
@@ -279,12 +287,16 @@ impl Controller {
         // Early verdicts from the cost model, before the measured rate is reliable: a
         // drafter that cannot win even with every draft accepted, or whose measured
         // acceptance gives a clear loss, stops at once instead of after MIN_ROUNDS.
-        if rounds >= EARLY_ROUNDS
-            && self.costs_measured(kind)
-            && (self.ceiling(kind) < 1.0 || self.best_expected(kind) < EARLY_FLOOR)
-        {
-            self.pause(kind);
-            return;
+        if self.costs_measured(kind) {
+            let ceiling = self.ceiling(kind);
+            if ceiling < CLEAR_CEILING || (rounds >= EARLY_ROUNDS && ceiling < 1.0) {
+                self.pause_for_at_least(kind, HOPELESS_PAUSE);
+                return;
+            }
+            if rounds >= EARLY_ROUNDS && self.best_expected(kind) < EARLY_FLOOR {
+                self.pause(kind);
+                return;
+            }
         }
         let d = &mut self.drafters[kind.index()];
         if rounds < MIN_ROUNDS {
@@ -302,8 +314,14 @@ impl Controller {
 
     /// Pauses `kind` for its current pause, and doubles the next one.
     fn pause(&mut self, kind: Kind) {
+        self.pause_for_at_least(kind, 0);
+    }
+
+    /// Pauses `kind` for its current pause or `min_steps`, whichever is longer, and
+    /// doubles the next one.
+    fn pause_for_at_least(&mut self, kind: Kind, min_steps: usize) {
         let d = &mut self.drafters[kind.index()];
-        d.paused_until = self.steps + d.pause;
+        d.paused_until = self.steps + d.pause.max(min_steps);
         d.pause = (d.pause * 2).min(MAX_PAUSE);
         d.rounds_since_probe = 0;
         d.rate = Rate::default();
@@ -381,6 +399,27 @@ mod tests {
         assert!(c.ceiling(Kind::Mask) < 1.0, "{}", c.ceiling(Kind::Mask));
         assert!(c.is_paused(Kind::Mask), "stopped before MIN_ROUNDS");
         assert_eq!(c.pauses(), 1);
+        // It stays off for a long while: the costs, not the text, ruled it out.
+        for _ in 0..FIRST_PAUSE * 4 {
+            c.plain_step(1, 10 * MS);
+        }
+        assert!(c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn a_drafter_far_from_paying_stops_after_its_first_round() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        // Drafting costs 9 ms a token and verifying n tokens 10 ms + 9 ms per extra token:
+        // the ceiling is about 0.6.
+        for n in 2..=5 {
+            c.verify_step(n, (10 + 9 * (n as u32 - 1)) * MS);
+        }
+        c.draft_step(Kind::Mask, 9 * MS);
+        c.acceptance_seen(Kind::Mask, 1, 1);
+        c.round(Kind::Mask, 2, 28 * MS);
+        assert!(c.ceiling(Kind::Mask) < CLEAR_CEILING);
+        assert!(c.is_paused(Kind::Mask));
     }
 
     #[test]
