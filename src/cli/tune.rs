@@ -63,6 +63,7 @@ next to the output (OUT.tune/) and exits; --resume continues from it.",
     after_help = "Examples:
   uniskip tune -m smollm2 --speedup 1.5 -t 2
   uniskip tune -m smollm2 --speedup 2 --strategy early-exit --train-tokens 16384 -o smol-ee-2x.gguf
+  uniskip tune -m gemma3 --speedup 1.5 --train-tokens 8192 --lr 3e-4
   uniskip tune -m model.gguf --speedup 1.5 --data corpus --corpus notes.txt --f32
   uniskip run -m smollm2.tuned-unified-1.5x.gguf -p 'Once upon a time'   # applies the tuned mask"
 )]
@@ -73,8 +74,9 @@ pub struct TuneArgs {
     /// Target speedup R: the mask keeps the blocks the strategy keeps for R.
     #[arg(short = 's', long, value_name = "R", value_parser = super::parse_speedup)]
     pub speedup: f64,
-    /// How the kept blocks are placed: unified, early-exit, block or calibrated (static
-    /// masks; calibrated needs the model's `uniskip calibrate` profile).
+    /// How the kept blocks are placed: unified, early-exit, block or calibrated (one mask
+    /// for every token; calibrated needs the model's `uniskip calibrate` profile), or
+    /// skipdecode (depth ramping down over 64 generated tokens; prefix recipe only).
     #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_static_strategy)]
     pub strategy: Strategy,
     /// Tokens to train on (rounded up to whole windows; one window is one optimizer step;
