@@ -112,6 +112,12 @@ pub struct Controller {
     plain: Rate,
     /// Seconds of a plain step (one token per sequence), decayed mean.
     plain_secs: Option<f64>,
+    /// Extra seconds of the first plain step after a drafting round over a plain step
+    /// (llama.cpp rebuilds its graph when the batch shape or the mask changes back),
+    /// decayed mean: a cost of drafting, not of plain steps.
+    switch_secs: Option<f64>,
+    /// The drafter that led the previous step, when it was a drafting round.
+    after_round: Option<Kind>,
     /// Verification seconds per batch of n tokens per sequence (index n), decayed means.
     verify_secs: Vec<Option<f64>>,
     steps: usize,
@@ -135,6 +141,8 @@ impl Controller {
             ],
             plain: Rate::default(),
             plain_secs: None,
+            switch_secs: None,
+            after_round: None,
             verify_secs: vec![None; draft_max.max(1) + 2],
             steps: 0,
             last_plain: 0,
@@ -202,7 +210,12 @@ impl Controller {
     /// blocks on a machine where verifying a batch costs nearly its length in plain steps).
     pub fn ceiling(&self, kind: Kind) -> f64 {
         (1..=self.draft_max)
-            .map(|k| (k + 1) as f64 / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1)))
+            .map(|k| {
+                (k + 1) as f64
+                    / (k as f64 * self.draft_cost(kind)
+                        + self.verify_cost(k + 1)
+                        + self.switch_cost())
+            })
             .fold(0.0, f64::max)
     }
 
@@ -223,11 +236,20 @@ impl Controller {
         }
     }
 
+    /// The cost of returning to plain steps after a drafting round, relative to a plain
+    /// step (0 until measured).
+    fn switch_cost(&self) -> f64 {
+        match (self.switch_secs, self.plain_secs) {
+            (Some(w), Some(p)) if p > 0.0 => w / p,
+            _ => 0.0,
+        }
+    }
+
     /// The estimated speedup of drafting `k` tokens with `kind`.
     pub fn expected_speedup(&self, kind: Kind, k: usize) -> f64 {
         let a = self.acceptance(kind).clamp(0.01, 0.99);
         let produced = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
-        produced / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1))
+        produced / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1) + self.switch_cost())
     }
 
     /// How many tokens `kind` should draft now (0: take a plain step), at most `room`.
@@ -246,6 +268,19 @@ impl Controller {
 
     /// Records a plain step (one token per sequence, `tokens` in all) that took `time`.
     pub fn plain_step(&mut self, tokens: usize, time: Duration) {
+        let secs = time.as_secs_f64();
+        if let (Some(kind), Some(p)) = (self.after_round.take(), self.plain_secs) {
+            // The first plain step after a drafting round pays for switching back: its
+            // surplus is the round's cost, and the plain estimates keep a plain step's.
+            let surplus = (secs - p).max(0.0);
+            self.switch_secs = blend(self.switch_secs, surplus);
+            self.drafters[kind.index()].rate.secs += surplus;
+            self.steps += 1;
+            self.last_plain = self.steps;
+            self.plain
+                .add(tokens as f64, Duration::from_secs_f64(p.min(secs)));
+            return;
+        }
         self.steps += 1;
         self.last_plain = self.steps;
         self.plain.add(tokens as f64, time);
@@ -279,6 +314,7 @@ impl Controller {
     /// pause the drafter.
     pub fn round(&mut self, kind: Kind, tokens: usize, time: Duration) {
         self.steps += 1;
+        self.after_round = Some(kind);
         let plain = self.plain.per_s();
         let d = &mut self.drafters[kind.index()];
         d.rate.add(tokens as f64, time);
@@ -436,6 +472,27 @@ mod tests {
         }
         assert!(c.ceiling(Kind::Mask) > 1.0);
         assert!(!c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn the_slow_plain_step_after_a_round_is_charged_to_the_round() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        c.verify_step(2, 14 * MS);
+        c.draft_step(Kind::Lookup, Duration::ZERO);
+        c.acceptance_seen(Kind::Lookup, 1, 1);
+        c.round(Kind::Lookup, 2, 14 * MS);
+        // Switching back costs 4 ms more than a plain step.
+        c.plain_step(1, 14 * MS);
+        assert!((c.switch_cost() - 0.4).abs() < 1e-9, "{}", c.switch_cost());
+        // The plain estimate keeps a plain step's 10 ms.
+        assert!((c.plain_secs.unwrap() - 0.010).abs() < 1e-12);
+        // The round now counts 2 tokens in 18 ms.
+        let rate = c.drafters[Kind::Lookup.index()].rate;
+        assert!((rate.secs - 0.018).abs() < 1e-9, "{}", rate.secs);
+        // And the estimate of drafting 1 token pays for it: (1 + a) / (1.4 + 0.4).
+        let a = c.acceptance(Kind::Lookup);
+        assert!((c.expected_speedup(Kind::Lookup, 1) - (1.0 + a) / 1.8).abs() < 1e-9);
     }
 
     #[test]
