@@ -237,6 +237,35 @@ fn gemma3_greedy_lossless_output_equals_full_depth_for_every_drafter() {
     greedy_equals_full_depth(&model, &prompts, 1.5, GEMMA3_NEAR_TIE);
 }
 
+/// Greedy output of `model` on `prompt` (32 tokens) at full depth, and with `draft`
+/// drafting for it (4 tokens at most, under `draft_mask` when given): `(full depth,
+/// lossless)`.
+fn with_draft_model(
+    model: &Model,
+    draft: &Model,
+    prompt: &[LlamaToken],
+    draft_mask: Option<&Mask>,
+) -> (Generation, Generation) {
+    let greedy = Sampling::greedy();
+    let full = Mask::full(model.n_layer());
+    let prompts = vec![prompt.to_vec()];
+    let want = run(model, &prompts, 32, &greedy, &full, None);
+    let got = run(
+        model,
+        &prompts,
+        32,
+        &greedy,
+        &full,
+        Some(Lossless {
+            drafter: Drafter::Model,
+            draft_max: 4,
+            draft_model: Some((draft, ctx(1))),
+            draft_mask,
+        }),
+    );
+    (want, got)
+}
+
 #[test]
 fn a_draft_model_with_the_same_vocabulary_drafts_and_the_output_stays_full_depths() {
     let model = load("smollm2");
@@ -244,23 +273,8 @@ fn a_draft_model_with_the_same_vocabulary_drafts_and_the_output_stays_full_depth
     // with the text) is what is tested; its drafts are all right.
     let draft = load("smollm2");
     let prompts = tokenize_all(&model, &PLAIN_PROMPTS[..2]);
-    let greedy = Sampling::greedy();
-    let full = Mask::full(model.n_layer());
     for p in &prompts {
-        let want = run(&model, std::slice::from_ref(p), 32, &greedy, &full, None);
-        let got = run(
-            &model,
-            std::slice::from_ref(p),
-            32,
-            &greedy,
-            &full,
-            Some(Lossless {
-                drafter: Drafter::Model,
-                draft_max: 4,
-                draft_model: Some((&draft, ctx(1))),
-                draft_mask: None,
-            }),
-        );
+        let (want, got) = with_draft_model(&model, &draft, p, None);
         assert_eq!(got.tokens, want.tokens);
         let s = got.speculation.unwrap();
         assert!(s.draft_tokens > 0);
@@ -279,26 +293,11 @@ fn a_draft_model_drafts_under_its_own_mask_and_the_output_stays_full_depths() {
     let model = load("smollm2");
     let draft = load("smollm2");
     let prompts = tokenize_all(&model, &PLAIN_PROMPTS[..2]);
-    let greedy = Sampling::greedy();
-    let full = Mask::full(model.n_layer());
     let spec = uniskip::skip::StrategySpec::Unified;
     let draft_mask = uniskip::skip::plan(&spec, 30, uniskip::skip::Depth::Ratio(2.0), 0).unwrap();
     let mut refused = 0;
     for p in &prompts {
-        let want = run(&model, std::slice::from_ref(p), 32, &greedy, &full, None);
-        let got = run(
-            &model,
-            std::slice::from_ref(p),
-            32,
-            &greedy,
-            &full,
-            Some(Lossless {
-                drafter: Drafter::Model,
-                draft_max: 4,
-                draft_model: Some((&draft, ctx(1))),
-                draft_mask: Some(&draft_mask),
-            }),
-        );
+        let (want, got) = with_draft_model(&model, &draft, p, Some(&draft_mask));
         assert_eq!(got.tokens, want.tokens);
         let s = got.speculation.unwrap();
         assert!(s.draft_tokens > 0);

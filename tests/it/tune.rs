@@ -1,9 +1,7 @@
 //! Skip-aware fine-tuning on SmolLM2 through llama.cpp's own training API.
 
 use crate::common::*;
-use uniskip::engine::{
-    BatchToken, LlamaToken, Trainer, TrainerOptions, TrainingMask, write_f32_model,
-};
+use uniskip::engine::TrainingMask;
 use uniskip::skip::{Depth, Strategy, StrategySpec, plan};
 
 /// Training under a mask of 15 of SmolLM2's 30 blocks lowers the loss of what it trains
@@ -12,29 +10,15 @@ use uniskip::skip::{Depth, Strategy, StrategySpec, plan};
 #[test]
 fn training_under_a_mask_of_15_of_30_blocks_lowers_the_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let f32_path = dir.path().join("smollm2-f32.gguf");
-    write_f32_model(&model_path("smollm2"), &f32_path, 1).expect("F32 copy");
+    let f32_path = f32_copy("smollm2", dir.path());
     let model = load("smollm2");
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 30, Depth::Ratio(2.0), 0).unwrap();
     assert_eq!(mask.n_active(), 15);
-    let text = format!("{PROMPT} ").repeat(40);
-    let tokens: Vec<i32> = model.tokenize(&text, true).unwrap()[..257]
-        .iter()
-        .map(|t| t.0)
-        .collect();
+    let tokens = repeated_prompt_window(&model);
     drop(model);
 
-    let mut trainer = Trainer::load(
-        &f32_path,
-        &TrainerOptions {
-            window: 256,
-            threads: 1,
-            trainable_blocks: mask.active_indices(),
-            train_output_norm: false,
-        },
-    )
-    .expect("trainer");
+    let mut trainer = trainer(&f32_path, mask.active_indices(), false);
     trainer.set_learning_rate(1e-4);
     let bytes = mask.as_bytes();
     let before = trainer
@@ -56,43 +40,6 @@ fn training_under_a_mask_of_15_of_30_blocks_lowers_the_loss() {
     assert!(after < before - 0.1, "loss went from {before} to {after}");
 }
 
-/// Mean cross-entropy of `tokens[prefix + 1..]` predicted at inference: the first `prefix`
-/// tokens decoded under `prefix_mask` (`None`: full depth), the rest under `mask` with
-/// logits on every row.
-fn inference_continuation_loss(
-    model: &uniskip::engine::Model,
-    tokens: &[i32],
-    prefix: usize,
-    prefix_mask: Option<&uniskip::skip::Mask>,
-    mask: &uniskip::skip::Mask,
-) -> f64 {
-    let mut session = model.session(&ctx(1)).unwrap();
-    let batch = |range: std::ops::Range<usize>, logits: bool| -> Vec<BatchToken> {
-        tokens[range]
-            .iter()
-            .map(|&t| BatchToken {
-                seq: 0,
-                token: LlamaToken(t),
-                logits,
-            })
-            .collect()
-    };
-    let n = tokens.len() - 1;
-    session
-        .decode(&batch(0..prefix, false), prefix_mask)
-        .unwrap();
-    let rows = session.decode(&batch(prefix..n, true), Some(mask)).unwrap();
-    let mut total = 0f64;
-    for (j, &i) in rows.iter().enumerate() {
-        let logits = session.logits(i);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-        let target = tokens[prefix + j + 1] as usize;
-        total += max + sum.ln() - logits[target] as f64;
-    }
-    total / rows.len() as f64
-}
-
 /// The prefix recipe trains exactly what inference runs: the trainer's loss on a window
 /// whose first 32 tokens run at full depth and the rest under a 1.5x mask (every block
 /// computed, each row blending by its own mask, the prompt's rows left out of the loss)
@@ -102,16 +49,11 @@ fn inference_continuation_loss(
 #[test]
 fn the_prefix_recipe_loss_equals_inference_with_the_prompt_at_full_depth() {
     let dir = tempfile::tempdir().unwrap();
-    let f32_path = dir.path().join("smollm2-f32.gguf");
-    write_f32_model(&model_path("smollm2"), &f32_path, 1).expect("F32 copy");
+    let f32_path = f32_copy("smollm2", dir.path());
     let model = uniskip::engine::Model::load(&f32_path, &Default::default()).unwrap();
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 30, Depth::Ratio(1.5), 0).unwrap();
-    let text = format!("{PROMPT} ").repeat(40);
-    let tokens: Vec<i32> = model.tokenize(&text, true).unwrap()[..257]
-        .iter()
-        .map(|t| t.0)
-        .collect();
+    let tokens = repeated_prompt_window(&model);
     let prefix = 32;
     let inference = inference_continuation_loss(&model, &tokens, prefix, None, &mask);
     let prompt_masked = inference_continuation_loss(&model, &tokens, prefix, Some(&mask), &mask);
@@ -124,16 +66,7 @@ fn the_prefix_recipe_loss_equals_inference_with_the_prompt_at_full_depth() {
     );
     drop(model);
 
-    let mut trainer = Trainer::load(
-        &f32_path,
-        &TrainerOptions {
-            window: 256,
-            threads: 1,
-            trainable_blocks: mask.active_indices(),
-            train_output_norm: true,
-        },
-    )
-    .expect("trainer");
+    let mut trainer = trainer(&f32_path, mask.active_indices(), true);
     let bytes = mask.as_bytes();
     let recipe = trainer
         .evaluate(
@@ -368,8 +301,7 @@ fn an_untrained_export_writes_what_the_source_writes() {
     // The F32 export is compared with the source written as F32 directly: F32 weights
     // multiply in full precision where Q4_1 ones round the activations to 8 bits, so the
     // F32 form of the same weights does not give the Q4_1 file's logits.
-    let source_f32_path = dir.path().join("source-f32.gguf");
-    write_f32_model(&model_path("smollm2"), &source_f32_path, 1).unwrap();
+    let source_f32_path = f32_copy("smollm2", dir.path());
     let source_f32 = uniskip::engine::Model::load(&source_f32_path, &Default::default()).unwrap();
     let pruned = uniskip::engine::Model::load(&out, &Default::default()).unwrap();
     assert_eq!(pruned.n_layer(), 20);

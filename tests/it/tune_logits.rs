@@ -2,9 +2,7 @@
 //! distributions (soft labels) instead of the next tokens.
 
 use crate::common::*;
-use uniskip::engine::{
-    BatchToken, LlamaToken, Model, Trainer, TrainerOptions, TrainingMask, write_f32_model,
-};
+use uniskip::engine::{Model, TrainingMask};
 use uniskip::skip::{Depth, Mask, Strategy, StrategySpec, plan};
 use uniskip::tune::teacher::Teacher;
 
@@ -13,30 +11,9 @@ use uniskip::tune::teacher::Teacher;
 /// in `probs` (one row of `n_vocab` per window position).
 fn inference_kl(model: &Model, tokens: &[i32], prefix: usize, mask: &Mask, probs: &[f32]) -> f64 {
     let n_vocab = model.n_vocab();
-    let mut session = model.session(&ctx(1)).unwrap();
-    let batch = |range: std::ops::Range<usize>, logits: bool| -> Vec<BatchToken> {
-        tokens[range]
-            .iter()
-            .map(|&t| BatchToken {
-                seq: 0,
-                token: LlamaToken(t),
-                logits,
-            })
-            .collect()
-    };
-    let n = tokens.len() - 1;
-    session.decode(&batch(0..prefix, false), None).unwrap();
-    let rows = session.decode(&batch(prefix..n, true), Some(mask)).unwrap();
-    let mut total = 0f64;
-    for (j, &i) in rows.iter().enumerate() {
-        let logits = session.logits(i);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + logits
-                .iter()
-                .map(|&l| (l as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
+    let (mut total, mut n) = (0f64, 0usize);
+    continuation_rows(model, tokens, prefix, None, mask, &mut |j, logits| {
+        let lse = log_sum_exp(logits);
         let p = &probs[(prefix + j) * n_vocab..(prefix + j + 1) * n_vocab];
         total += p
             .iter()
@@ -44,8 +21,9 @@ fn inference_kl(model: &Model, tokens: &[i32], prefix: usize, mask: &Mask, probs
             .filter(|&(&p, _)| p > 0.0)
             .map(|(&p, &l)| p as f64 * ((p as f64).ln() - (l as f64 - lse)))
             .sum::<f64>();
-    }
-    total / rows.len() as f64
+        n += 1;
+    });
+    total / n as f64
 }
 
 /// With the base model's full-depth distributions as targets, the trainer's loss on a
@@ -56,16 +34,11 @@ fn inference_kl(model: &Model, tokens: &[i32], prefix: usize, mask: &Mask, probs
 #[test]
 fn logit_targets_train_the_kl_from_the_base_model_that_inference_measures() {
     let dir = tempfile::tempdir().unwrap();
-    let f32_path = dir.path().join("smollm2-f32.gguf");
-    write_f32_model(&model_path("smollm2"), &f32_path, 1).expect("F32 copy");
+    let f32_path = f32_copy("smollm2", dir.path());
     let base = load("smollm2");
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 30, Depth::Ratio(1.5), 0).unwrap();
-    let text = format!("{PROMPT} ").repeat(40);
-    let tokens: Vec<i32> = base.tokenize(&text, true).unwrap()[..257]
-        .iter()
-        .map(|t| t.0)
-        .collect();
+    let tokens = repeated_prompt_window(&base);
     let prefix = 32;
     let probs = Teacher::new(&base, 256, 1)
         .unwrap()
@@ -81,16 +54,7 @@ fn logit_targets_train_the_kl_from_the_base_model_that_inference_measures() {
     let inference = inference_kl(&f32_model, &tokens, prefix, &mask, &probs);
     drop(f32_model);
 
-    let mut trainer = Trainer::load(
-        &f32_path,
-        &TrainerOptions {
-            window: 256,
-            threads: 1,
-            trainable_blocks: mask.active_indices(),
-            train_output_norm: true,
-        },
-    )
-    .expect("trainer");
+    let mut trainer = trainer(&f32_path, mask.active_indices(), true);
     let bytes = mask.as_bytes();
     let recipe = TrainingMask::Prefix {
         mask: &bytes,

@@ -1,9 +1,7 @@
 //! Tuning for a mask that changes with the generated position (SkipDecode's schedule).
 
 use crate::common::*;
-use uniskip::engine::{
-    BatchToken, LlamaToken, Model, Trainer, TrainerOptions, TrainingMask, write_f32_model,
-};
+use uniskip::engine::{BatchToken, LlamaToken, Model, TrainingMask};
 use uniskip::skip::{Plan, PlanSettings, Strategy};
 
 /// Mean cross-entropy of the continuation decoded as generation runs it: the prompt of
@@ -24,10 +22,7 @@ fn stepwise_loss(model: &Model, tokens: &[i32], prefix: usize, plan: &Plan) -> f
         let out = session
             .decode(&[token(i, true)], Some(plan.mask(j + 1)))
             .unwrap();
-        let logits = session.logits(out[0]);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-        total += max + sum.ln() - logits[tokens[i + 1] as usize] as f64;
+        total += cross_entropy(session.logits(out[0]), tokens[i + 1] as usize);
     }
     total / (n - prefix) as f64
 }
@@ -40,8 +35,7 @@ fn stepwise_loss(model: &Model, tokens: &[i32], prefix: usize, plan: &Plan) -> f
 #[test]
 fn a_skipdecode_schedule_trains_each_generated_position_under_its_own_mask() {
     let dir = tempfile::tempdir().unwrap();
-    let f32_path = dir.path().join("smollm2-f32.gguf");
-    write_f32_model(&model_path("smollm2"), &f32_path, 1).expect("F32 copy");
+    let f32_path = f32_copy("smollm2", dir.path());
     let model = Model::load(&f32_path, &Default::default()).unwrap();
     let prefix = 32;
     // The window (8 x 256) leaves 224 continuation steps; a ramp over 64 of them, then
@@ -55,11 +49,7 @@ fn a_skipdecode_schedule_trains_each_generated_position_under_its_own_mask() {
     )
     .unwrap();
     assert!(plan.varies());
-    let text = format!("{PROMPT} ").repeat(40);
-    let tokens: Vec<i32> = model.tokenize(&text, true).unwrap()[..257]
-        .iter()
-        .map(|t| t.0)
-        .collect();
+    let tokens = repeated_prompt_window(&model);
     let inference = stepwise_loss(&model, &tokens, prefix, &plan);
     let first_mask_only =
         stepwise_loss(&model, &tokens, prefix, &Plan::fixed(plan.mask(1).clone()));
@@ -68,16 +58,7 @@ fn a_skipdecode_schedule_trains_each_generated_position_under_its_own_mask() {
     let masks: Vec<u8> = (0..256 - prefix)
         .flat_map(|j| plan.mask(j + 1).as_bytes())
         .collect();
-    let mut trainer = Trainer::load(
-        &f32_path,
-        &TrainerOptions {
-            window: 256,
-            threads: 1,
-            trainable_blocks: (0..30).collect(),
-            train_output_norm: true,
-        },
-    )
-    .expect("trainer");
+    let mut trainer = trainer(&f32_path, (0..30).collect(), true);
     let schedule = TrainingMask::Schedule {
         masks: &masks,
         prefix,

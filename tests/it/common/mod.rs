@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use uniskip::engine::{BatchToken, ContextOptions, LlamaToken, Model, ModelOptions, Session};
 use uniskip::skip::Mask;
 
+pub mod training;
+pub use training::*;
+
 /// The cached file of catalog model `name`; fails with what to run when it is missing.
 pub fn model_path(name: &str) -> PathBuf {
     uniskip::models::resolve(Some(name)).unwrap_or_else(|e| {
