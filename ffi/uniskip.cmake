@@ -11,7 +11,10 @@
 #      training graphs the feed-forward's fused GEGLU becomes uniskip_geglu, built from
 #      operations ggml can differentiate;
 #   4. llama-context.cpp: after opt_epoch_iter writes one-hot training labels,
-#      uniskip_soft_labels may replace them with soft ones (a no-op without them).
+#      uniskip_soft_labels may replace them with soft ones (a no-op without them);
+#   5. ggml-cpu/ops.cpp (a copy per compiled CPU backend): flash attention sums in F32 and
+#      never splits one token's cells across threads, so a row's logits do not depend on
+#      the batch around it or on where its cells sit (docs/DESIGN.md section 2).
 # A required anchor that is not found stops the configure with the file and the edit.
 
 # This file is included after every project() call (llama.cpp's and ggml's): act once.
@@ -236,5 +239,72 @@ function(uniskip_trim_cpu_variants)
     message(STATUS "uniskip: ggml CPU variants built: ${_kept}")
 endfunction()
 
+# ggml's CPU flash attention, for a row of queries that is not tiled (fewer than 64 rows in
+# the batch), sums the value rows in F16 when the cache holds F16. Rounding then depends on
+# the order and the grouping of the cells visited: one token alone past 256 cached cells
+# (split across threads) against the same token in a batch moved SmolLM2's logits by up to
+# 1.8 and changed 2% of its greedy choices, and a sequence whose cells sit out of position
+# order (another sequence's refused drafts refilled) by up to 0.3. Lossless decoding
+# compares exactly these rows, so every compiled CPU backend gets a copy of ops.cpp that
+# sums in F32, as ggml already does for every other cache type.
+function(uniskip_attention_in_f32)
+    set(_patched "")
+    foreach(_t IN ITEMS ggml-cpu ggml-cpu-x64 ggml-cpu-sse42 ggml-cpu-sandybridge
+                        ggml-cpu-ivybridge ggml-cpu-piledriver ggml-cpu-haswell
+                        ggml-cpu-skylakex ggml-cpu-cannonlake ggml-cpu-cascadelake
+                        ggml-cpu-icelake ggml-cpu-cooperlake ggml-cpu-zen4
+                        ggml-cpu-alderlake ggml-cpu-sapphirerapids)
+        if(NOT TARGET ${_t})
+            continue()
+        endif()
+        get_target_property(_dir ${_t} SOURCE_DIR)
+        get_target_property(_sources ${_t} SOURCES)
+        set(_new_sources "")
+        set(_found FALSE)
+        foreach(_s IN LISTS _sources)
+            if(_s MATCHES "(^|/)ggml-cpu/ops\\.cpp$")
+                if(IS_ABSOLUTE "${_s}")
+                    set(_abs "${_s}")
+                else()
+                    set(_abs "${_dir}/${_s}")
+                endif()
+                file(READ "${_abs}" _text)
+                set(_anchor "v->type == GGML_TYPE_F16")
+                string(REPLACE "${_anchor}" "" _without "${_text}")
+                string(LENGTH "${_text}" _l0)
+                string(LENGTH "${_without}" _l1)
+                string(LENGTH "${_anchor}" _la)
+                math(EXPR _count "(${_l0} - ${_l1}) / ${_la}")
+                if(NOT _count EQUAL 3)
+                    message(FATAL_ERROR
+                        "uniskip: expected the F16 accumulation test '${_anchor}' 3 times in "
+                        "${_abs} (edit: attention sums in F32), found ${_count}.\n"
+                        "The pinned llama-cpp-sys-2 changed; update ffi/uniskip.cmake.")
+                endif()
+                string(REPLACE "${_anchor}" "false /* uniskip: sum in F32 */" _text "${_text}")
+                uniskip_edit(_text "${_abs}" "&& nek1 >= 512;"
+                    "&& false /* uniskip: never split the cells across threads */;"
+                    "one decode token's cells are not split across threads")
+                set(_copy "${CMAKE_BINARY_DIR}/uniskip-ggml-cpu/ops.cpp")
+                uniskip_write_if_changed("${_copy}" "${_text}")
+                list(APPEND _new_sources "${_copy}")
+                set(_found TRUE)
+            else()
+                list(APPEND _new_sources "${_s}")
+            endif()
+        endforeach()
+        if(_found)
+            set_target_properties(${_t} PROPERTIES SOURCES "${_new_sources}")
+            list(APPEND _patched ${_t})
+        endif()
+    endforeach()
+    if(NOT _patched)
+        message(FATAL_ERROR "uniskip: no ggml CPU backend target compiles ggml-cpu/ops.cpp "
+            "(edit: attention sums in F32). Update ffi/uniskip.cmake.")
+    endif()
+    message(STATUS "uniskip: attention sums in F32 in ${_patched}")
+endfunction()
+
 cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL uniskip_apply_hook)
 cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL uniskip_trim_cpu_variants)
+cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL uniskip_attention_in_f32)

@@ -5,6 +5,7 @@ mod common;
 
 mod bench_cli;
 mod bounded_memory;
+mod cache_layout;
 mod calibrate;
 mod chat;
 mod cli;

@@ -68,6 +68,13 @@ pub const DRAFT_MAX_DEFAULT: usize = 8;
 /// and llama.cpp's batched logits drift further from one-token logits.
 pub const DRAFT_MAX_LIMIT: usize = 16;
 
+/// Most rows in a verification batch while a plain step has no more. From 64 rows on,
+/// ggml's CPU attention takes a tiled path that rounds differently from the row-by-row
+/// path of plain steps (measured: SmolLM2's logits move by up to 0.6), so a longer batch
+/// would judge drafts against logits plain decoding never computes (docs/DESIGN.md
+/// section 2, edit 5).
+pub const VERIFY_ROWS_MAX: usize = 63;
+
 /// Settings of lossless decoding.
 #[derive(Clone, Copy)]
 pub struct Lossless<'a> {
@@ -410,10 +417,14 @@ impl<'a> Speculator<'a> {
         Ok(drafts)
     }
 
-    /// Shortens drafts until the verification batch fits the batch size and the context.
+    /// Shortens drafts until the verification batch fits the batch size, the context, and
+    /// (while plain steps have fewer rows) [`VERIFY_ROWS_MAX`].
     fn fit(&self, session: &Session<'_>, entries: &[Entry], drafts: &mut [Draft]) {
         let free = session.n_ctx().saturating_sub(session.n_cached());
-        let limit = session.n_batch().min(free);
+        let mut limit = session.n_batch().min(free);
+        if entries.len() <= VERIFY_ROWS_MAX {
+            limit = limit.min(VERIFY_ROWS_MAX);
+        }
         loop {
             let total: usize = entries.len() + drafts.iter().map(|d| d.tokens.len()).sum::<usize>();
             if total <= limit {
