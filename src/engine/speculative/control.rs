@@ -6,7 +6,11 @@
 //! (1 - a^(k+1)) / ((1 - a) (k c + V(k+1))). The length maximises that estimate; the
 //! measured rate decides whether a drafter stays on: when its rounds produce tokens more
 //! slowly than plain steps do, it pauses, and probes again after a pause that doubles each
-//! time it fails.
+//! time it fails. The cost model stops a drafter earlier: when even perfect acceptance
+//! could not pay for its drafts and verifications at the measured costs (after one round
+//! when the gap is wide, else after two; then for at least 256 steps, since costs follow
+//! the machine, not the text), or, after two rounds, when the measured acceptance gives a
+//! clear loss.
 
 use std::time::Duration;
 
@@ -32,6 +36,17 @@ impl Kind {
 const DECAY: f64 = 0.94;
 /// Rounds a drafter runs before its measured rate may switch it off.
 const MIN_ROUNDS: u32 = 6;
+/// Rounds before the cost model may switch a drafter off (the first round of a batch size
+/// also builds its graph, so one round alone overstates the cost).
+const EARLY_ROUNDS: u32 = 2;
+/// Below this estimated speedup (measured acceptance and costs) a drafter stops early.
+const EARLY_FLOOR: f64 = 0.9;
+/// A ceiling this far below 1 stops a drafter after its first round: even a first
+/// round's overstated costs cannot hide a gap this wide.
+const CLEAR_CEILING: f64 = 0.8;
+/// Shortest pause of a drafter that cannot win at the measured costs: costs change with
+/// the machine's load, not with the text, so it probes again rarely.
+const HOPELESS_PAUSE: usize = 256;
 /// First pause after a drafter is found slower than plain steps (in steps).
 const FIRST_PAUSE: usize = 32;
 /// Longest pause.
@@ -97,6 +112,12 @@ pub struct Controller {
     plain: Rate,
     /// Seconds of a plain step (one token per sequence), decayed mean.
     plain_secs: Option<f64>,
+    /// Extra seconds of the first plain step after a drafting round over a plain step
+    /// (llama.cpp rebuilds its graph when the batch shape or the mask changes back),
+    /// decayed mean: a cost of drafting, not of plain steps.
+    switch_secs: Option<f64>,
+    /// The drafter that led the previous step, when it was a drafting round.
+    after_round: Option<Kind>,
     /// Verification seconds per batch of n tokens per sequence (index n), decayed means.
     verify_secs: Vec<Option<f64>>,
     steps: usize,
@@ -120,6 +141,8 @@ impl Controller {
             ],
             plain: Rate::default(),
             plain_secs: None,
+            switch_secs: None,
+            after_round: None,
             verify_secs: vec![None; draft_max.max(1) + 2],
             steps: 0,
             last_plain: 0,
@@ -155,14 +178,52 @@ impl Controller {
     }
 
     /// Verification cost of n tokens per sequence relative to a plain step: measured when
-    /// seen, else a prior shaped like measurements on a 2-core CPU (two tokens cost one,
+    /// seen; else a line from the plain step (n = 1 costs 1) through the nearest measured
+    /// size; else a prior shaped like measurements on a 2-core CPU (two tokens cost one,
     /// each further token about a quarter).
     fn verify_cost(&self, n: usize) -> f64 {
-        let prior = (0.5 + 0.25 * n as f64).max(1.0);
-        match (self.verify_secs.get(n).copied().flatten(), self.plain_secs) {
-            (Some(v), Some(p)) => (v / p).max(0.5),
-            _ => prior,
+        let Some(p) = self.plain_secs else {
+            return (0.5 + 0.25 * n as f64).max(1.0);
+        };
+        if let Some(v) = self.verify_secs.get(n).copied().flatten() {
+            return (v / p).max(0.5);
         }
+        let nearest = (2..self.verify_secs.len())
+            .filter_map(|m| Some((m, self.verify_secs[m]? / p)))
+            .min_by_key(|&(m, _)| m.abs_diff(n));
+        match nearest {
+            Some((m, v)) => (1.0 + (v - 1.0) * (n - 1) as f64 / (m - 1) as f64).max(0.5),
+            None => (0.5 + 0.25 * n as f64).max(1.0),
+        }
+    }
+
+    /// Whether `kind`'s costs are measured: the plain step, a verification, and (for a
+    /// drafter that decodes) a draft decode.
+    fn costs_measured(&self, kind: Kind) -> bool {
+        self.plain_secs.is_some()
+            && self.verify_secs.iter().skip(2).any(Option::is_some)
+            && (kind == Kind::Lookup || self.drafters[kind.index()].draft_secs.is_some())
+    }
+
+    /// The best speedup `kind` could give with every draft accepted, at the measured costs:
+    /// below 1, drafting with it loses time whatever its acceptance (a mask that keeps most
+    /// blocks on a machine where verifying a batch costs nearly its length in plain steps).
+    pub fn ceiling(&self, kind: Kind) -> f64 {
+        (1..=self.draft_max)
+            .map(|k| {
+                (k + 1) as f64
+                    / (k as f64 * self.draft_cost(kind)
+                        + self.verify_cost(k + 1)
+                        + self.switch_cost())
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// The best estimated speedup of `kind` over the draft lengths allowed.
+    fn best_expected(&self, kind: Kind) -> f64 {
+        (1..=self.draft_max)
+            .map(|k| self.expected_speedup(kind, k))
+            .fold(0.0, f64::max)
     }
 
     fn draft_cost(&self, kind: Kind) -> f64 {
@@ -175,11 +236,20 @@ impl Controller {
         }
     }
 
+    /// The cost of returning to plain steps after a drafting round, relative to a plain
+    /// step (0 until measured).
+    fn switch_cost(&self) -> f64 {
+        match (self.switch_secs, self.plain_secs) {
+            (Some(w), Some(p)) if p > 0.0 => w / p,
+            _ => 0.0,
+        }
+    }
+
     /// The estimated speedup of drafting `k` tokens with `kind`.
     pub fn expected_speedup(&self, kind: Kind, k: usize) -> f64 {
         let a = self.acceptance(kind).clamp(0.01, 0.99);
         let produced = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
-        produced / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1))
+        produced / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1) + self.switch_cost())
     }
 
     /// How many tokens `kind` should draft now (0: take a plain step), at most `room`.
@@ -198,6 +268,19 @@ impl Controller {
 
     /// Records a plain step (one token per sequence, `tokens` in all) that took `time`.
     pub fn plain_step(&mut self, tokens: usize, time: Duration) {
+        let secs = time.as_secs_f64();
+        if let (Some(kind), Some(p)) = (self.after_round.take(), self.plain_secs) {
+            // The first plain step after a drafting round pays for switching back: its
+            // surplus is the round's cost, and the plain estimates keep a plain step's.
+            let surplus = (secs - p).max(0.0);
+            self.switch_secs = blend(self.switch_secs, surplus);
+            self.drafters[kind.index()].rate.secs += surplus;
+            self.steps += 1;
+            self.last_plain = self.steps;
+            self.plain
+                .add(tokens as f64, Duration::from_secs_f64(p.min(secs)));
+            return;
+        }
         self.steps += 1;
         self.last_plain = self.steps;
         self.plain.add(tokens as f64, time);
@@ -231,25 +314,54 @@ impl Controller {
     /// pause the drafter.
     pub fn round(&mut self, kind: Kind, tokens: usize, time: Duration) {
         self.steps += 1;
+        self.after_round = Some(kind);
         let plain = self.plain.per_s();
         let d = &mut self.drafters[kind.index()];
         d.rate.add(tokens as f64, time);
         d.rounds_since_probe += 1;
-        if d.rounds_since_probe < MIN_ROUNDS {
+        let rounds = d.rounds_since_probe;
+        // Early verdicts from the cost model, before the measured rate is reliable: a
+        // drafter that cannot win even with every draft accepted, or whose measured
+        // acceptance gives a clear loss, stops at once instead of after MIN_ROUNDS.
+        if self.costs_measured(kind) {
+            let ceiling = self.ceiling(kind);
+            if ceiling < CLEAR_CEILING || (rounds >= EARLY_ROUNDS && ceiling < 1.0) {
+                self.pause_for_at_least(kind, HOPELESS_PAUSE);
+                return;
+            }
+            if rounds >= EARLY_ROUNDS && self.best_expected(kind) < EARLY_FLOOR {
+                self.pause(kind);
+                return;
+            }
+        }
+        let d = &mut self.drafters[kind.index()];
+        if rounds < MIN_ROUNDS {
             return;
         }
         let (Some(rate), Some(plain)) = (d.rate.per_s(), plain) else {
             return;
         };
         if rate < plain {
-            d.paused_until = self.steps + d.pause;
-            d.pause = (d.pause * 2).min(MAX_PAUSE);
-            d.rounds_since_probe = 0;
-            d.rate = Rate::default();
-            self.pauses += 1;
-        } else if d.rounds_since_probe >= 2 * MIN_ROUNDS {
+            self.pause(kind);
+        } else if rounds >= 2 * MIN_ROUNDS {
             d.pause = FIRST_PAUSE;
         }
+    }
+
+    /// Pauses `kind` for its current pause, and doubles the next one.
+    fn pause(&mut self, kind: Kind) {
+        self.pause_for_at_least(kind, 0);
+    }
+
+    /// Pauses `kind` for its current pause or `min_steps`, whichever is longer, and
+    /// doubles the next one.
+    fn pause_for_at_least(&mut self, kind: Kind, min_steps: usize) {
+        let d = &mut self.drafters[kind.index()];
+        d.paused_until = self.steps + d.pause.max(min_steps);
+        d.pause = (d.pause * 2).min(MAX_PAUSE);
+        d.rounds_since_probe = 0;
+        d.rate = Rate::default();
+        self.pauses += 1;
     }
 }
 
@@ -302,6 +414,99 @@ mod tests {
             c.plain_step(1, 10 * MS);
         }
         assert!(!c.is_paused(Kind::Mask), "probes again after the pause");
+    }
+
+    #[test]
+    fn a_drafter_that_cannot_win_even_at_full_acceptance_stops_after_two_rounds() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        // Drafting costs 8 ms a token and verifying n tokens 10 ms + 6 ms per extra token:
+        // with every draft accepted, k drafts give k + 1 tokens in 8k + 10 + 6k ms, never
+        // faster than one token per 10 ms.
+        for round in 1..=EARLY_ROUNDS {
+            assert!(!c.is_paused(Kind::Mask), "round {round}");
+            for n in 2..=5 {
+                c.verify_step(n, (10 + 6 * (n as u32 - 1)) * MS);
+            }
+            c.draft_step(Kind::Mask, 8 * MS);
+            c.acceptance_seen(Kind::Mask, 1, 1);
+            c.round(Kind::Mask, 2, 24 * MS);
+        }
+        assert!(c.ceiling(Kind::Mask) < 1.0, "{}", c.ceiling(Kind::Mask));
+        assert!(c.is_paused(Kind::Mask), "stopped before MIN_ROUNDS");
+        assert_eq!(c.pauses(), 1);
+        // It stays off for a long while: the costs, not the text, ruled it out.
+        for _ in 0..FIRST_PAUSE * 4 {
+            c.plain_step(1, 10 * MS);
+        }
+        assert!(c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn a_drafter_far_from_paying_stops_after_its_first_round() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        // Drafting costs 9 ms a token and verifying n tokens 10 ms + 9 ms per extra token:
+        // the ceiling is about 0.6.
+        for n in 2..=5 {
+            c.verify_step(n, (10 + 9 * (n as u32 - 1)) * MS);
+        }
+        c.draft_step(Kind::Mask, 9 * MS);
+        c.acceptance_seen(Kind::Mask, 1, 1);
+        c.round(Kind::Mask, 2, 28 * MS);
+        assert!(c.ceiling(Kind::Mask) < CLEAR_CEILING);
+        assert!(c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn a_cheap_drafter_with_high_acceptance_is_not_stopped_early() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        for _ in 0..MIN_ROUNDS {
+            for n in 2..=5 {
+                c.verify_step(n, (10 + 2 * (n as u32 - 1)) * MS);
+            }
+            c.draft_step(Kind::Mask, 3 * MS);
+            c.acceptance_seen(Kind::Mask, 4, 4);
+            c.round(Kind::Mask, 5, 28 * MS);
+        }
+        assert!(c.ceiling(Kind::Mask) > 1.0);
+        assert!(!c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn the_slow_plain_step_after_a_round_is_charged_to_the_round() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        c.verify_step(2, 14 * MS);
+        c.draft_step(Kind::Lookup, Duration::ZERO);
+        c.acceptance_seen(Kind::Lookup, 1, 1);
+        c.round(Kind::Lookup, 2, 14 * MS);
+        // Switching back costs 4 ms more than a plain step.
+        c.plain_step(1, 14 * MS);
+        assert!((c.switch_cost() - 0.4).abs() < 1e-9, "{}", c.switch_cost());
+        // The plain estimate keeps a plain step's 10 ms.
+        assert!((c.plain_secs.unwrap() - 0.010).abs() < 1e-12);
+        // The round now counts 2 tokens in 18 ms.
+        let rate = c.drafters[Kind::Lookup.index()].rate;
+        assert!((rate.secs - 0.018).abs() < 1e-9, "{}", rate.secs);
+        // And the estimate of drafting 1 token pays for it: (1 + a) / (1.4 + 0.4).
+        let a = c.acceptance(Kind::Lookup);
+        assert!((c.expected_speedup(Kind::Lookup, 1) - (1.0 + a) / 1.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unmeasured_verification_sizes_follow_the_line_through_the_nearest_measured_one() {
+        let mut c = Controller::new(8);
+        c.plain_step(1, 10 * MS);
+        c.verify_step(3, 20 * MS);
+        // n = 3 costs 2 steps: a line from (1, 1) through (3, 2) gives 3 at n = 5.
+        assert!(
+            (c.verify_cost(5) - 3.0).abs() < 1e-9,
+            "{}",
+            c.verify_cost(5)
+        );
+        assert!((c.verify_cost(3) - 2.0).abs() < 1e-9);
     }
 
     #[test]
