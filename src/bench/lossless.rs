@@ -3,11 +3,13 @@
 //! what it gains in decode speed, and whether its output is full depth's (compared, not
 //! assumed).
 
+use std::cell::RefCell;
 use std::ops::ControlFlow;
 
 use serde::Serialize;
 
 use super::report::Stat;
+use crate::engine::speculative::DraftCosts;
 use crate::engine::{
     ContextOptions, Drafter, LlamaToken, Lossless, Model, PrefillPolicy, Request, Result, Sampling,
     generate,
@@ -105,6 +107,9 @@ impl LosslessBench<'_> {
         let mut outputs = vec![vec![Vec::new(); n_cfg]; self.prompts.len()];
         let mut identical = vec![vec![true; n_cfg]; self.prompts.len()];
         let mut stats = vec![vec![None; n_cfg]; self.prompts.len()];
+        // Drafting's costs, measured by the warm-up round and every run after it: as in
+        // `run` and the chat, a run starts from what earlier runs measured.
+        let costs = RefCell::new(DraftCosts::default());
         let mut sessions = Vec::new();
         for _ in 0..n_cfg {
             sessions.push(self.model.session(&self.context)?);
@@ -128,6 +133,7 @@ impl LosslessBench<'_> {
                                 draft_max: self.draft_max,
                                 draft_model: None,
                                 draft_mask: None,
+                                costs: Some(&costs),
                             }),
                         },
                         &mut |_| config.mask.clone(),

@@ -1,6 +1,7 @@
 //! The conversation as the engine thread keeps it: the messages, the system prompt, the
 //! transcript file they are appended to, and how one reply is generated from them.
 
+use std::cell::RefCell;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use super::worker::{Shared, WorkerSetup};
 use crate::engine::{
     ChatMessage, Generation, LlamaToken, Model, Request, Session, StopReason, generate,
 };
+use crate::measure::draft_costs;
 use crate::skip::Mask;
 
 /// The conversation as the engine keeps it, and the file it is appended to.
@@ -216,6 +218,11 @@ fn stream_reply(
         kept_max: 0,
     };
     let stop_asked = || shared.stop_asked(id);
+    // What earlier replies and runs measured drafting to cost here; this reply adds to it.
+    let threads = setup.context.threads;
+    let n_seq = setup.context.n_seq.max(1);
+    let draft_costs = RefCell::new(draft_costs::load(&setup.model_path, threads, n_seq));
+    let lossless = track.controls.lossless.is_some();
     let result = generate(
         session,
         &Request {
@@ -232,6 +239,7 @@ fn stream_reply(
                     draft_max: track.controls.draft_max,
                     draft_model: None,
                     draft_mask: None,
+                    costs: Some(&draft_costs),
                 }),
         },
         &mut |step| {
@@ -268,6 +276,9 @@ fn stream_reply(
             }
         },
     );
+    if lossless {
+        draft_costs::store(&setup.model_path, threads, n_seq, &draft_costs.borrow());
+    }
     (result, track)
 }
 

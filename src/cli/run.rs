@@ -1,5 +1,6 @@
 //! `uniskip run`: one generation, streamed to stdout, with a summary of what it cost.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -8,10 +9,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::engine::{ChatMessage, Model, Request, StopReason, generate};
+use crate::engine::{ChatMessage, Lossless, Model, Request, StopReason, generate};
 use crate::error::BadInput;
 use crate::flags::lossless::{LosslessArgs, drafting_plan};
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
+use crate::measure::draft_costs;
 use crate::measure::probe::{self, Probe};
 use crate::skip::SpeedupMode;
 
@@ -174,9 +176,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let tuned = tuned.map(|(_, info)| info);
     let prefill = args.skip.prefill;
     let draft_model = args.lossless.load_draft_model(&args.model)?;
+    let threads = args.model.context_options(n_seq).threads;
+    // What earlier runs measured drafting to cost here; this run adds to it.
+    let draft_costs = RefCell::new(draft_costs::load(&path, threads, n_seq));
     let lossless = args
         .lossless
-        .config(&args.model, n_seq, draft_model.as_ref())?;
+        .config(&args.model, n_seq, draft_model.as_ref())?
+        .map(|l| Lossless {
+            costs: Some(&draft_costs),
+            ..l
+        });
     if lossless.is_some() {
         plan = drafting_plan(
             &args.skip,
@@ -243,6 +252,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             ControlFlow::Continue(())
         },
     )?;
+    if lossless.is_some() {
+        draft_costs::store(&path, threads, n_seq, &draft_costs.borrow());
+    }
     let active = first.active_indices();
     let n_steps = active_per_step.len().max(1) as f64;
     let mean_active = active_per_step.iter().sum::<usize>() as f64 / n_steps;

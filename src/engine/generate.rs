@@ -383,7 +383,7 @@ pub(super) fn decode_loop<'f>(
             } else {
                 Vec::new()
             };
-            Some(Speculator::new(config, model, banned)?)
+            Some(Speculator::new(config, model, &first_mask, banned)?)
         }
         None => None,
     };
@@ -559,7 +559,7 @@ pub(super) fn decode_loop<'f>(
             });
         }
     }
-    out.speculation = speculator.map(|s| s.stats());
+    out.speculation = speculator.map(Speculator::finish);
     out.decode_time = decode_start.elapsed().saturating_sub(out.repair_time);
     Ok(out)
 }

@@ -100,6 +100,7 @@ impl LosslessArgs {
             draft_max: self.draft_max as usize,
             draft_model: draft.map(|d| (&d.model, model_args.context_options(n_seq))),
             draft_mask: draft.and_then(|d| d.mask.as_ref()),
+            costs: None,
         }))
     }
 }

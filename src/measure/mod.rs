@@ -1,8 +1,10 @@
 //! Measuring decode speed on the running machine: the timing loop that every speed figure
 //! comes from ([`speed`]) and the probe of the decode cost per block that measured speedup
-//! mode plans with ([`probe`]). The benchmark, `run`, `plan` and the chat all measure
+//! mode plans with ([`probe`]), and lossless decoding's costs kept between runs
+//! ([`draft_costs`]). The benchmark, `run`, `plan` and the chat all measure
 //! through here, so their figures mean the same thing.
 
+pub mod draft_costs;
 pub mod probe;
 pub mod speed;
 

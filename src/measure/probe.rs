@@ -87,6 +87,18 @@ pub fn measure(
 
 /// Where the probe for `model_file` at `threads` is cached, and the key it must match.
 fn cache_entry(model_file: &Path, threads: i32) -> Option<(PathBuf, String)> {
+    cache_file(model_file, &format!("t{threads}"), "cost")
+}
+
+/// A file in the profile cache for measurements of `model_file` under `setting` (thread
+/// count, batch), named `<what>-<model>-<setting>.json`, and the key its content must
+/// carry: the file's size and time, the setting, and the hook revision (a new build may
+/// run at another speed).
+pub(super) fn cache_file(
+    model_file: &Path,
+    setting: &str,
+    what: &str,
+) -> Option<(PathBuf, String)> {
     let meta = std::fs::metadata(model_file).ok()?;
     let mtime = meta
         .modified()
@@ -97,11 +109,11 @@ fn cache_entry(model_file: &Path, threads: i32) -> Option<(PathBuf, String)> {
     let stem = model_file.file_stem()?.to_string_lossy().into_owned();
     let dir = crate::models::cache_dir().ok()?.join("profiles");
     let key = format!(
-        "{stem}:{}:{mtime}:t{threads}:{}",
+        "{stem}:{}:{mtime}:{setting}:{}",
         meta.len(),
         crate::engine::hook::revision()
     );
-    Some((dir.join(format!("cost-{stem}-t{threads}.json")), key))
+    Some((dir.join(format!("{what}-{stem}-{setting}.json")), key))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -127,10 +139,16 @@ pub fn store(model_file: &Path, probe: &Probe) {
         key,
         probe: probe.clone(),
     };
+    write_best_effort(&path, &value);
+}
+
+/// Writes `value` as JSON to `path`, creating its directory; failures are ignored (a
+/// cache that cannot be written only costs a new measurement).
+pub(super) fn write_best_effort(path: &Path, value: &impl Serialize) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Ok(bytes) = serde_json::to_vec_pretty(&value) {
+    if let Ok(bytes) = serde_json::to_vec_pretty(value) {
         let _ = std::fs::write(path, bytes);
     }
 }

@@ -11,9 +11,11 @@
 //! than [`GEMMA3_NEAR_TIE`]; a difference anywhere else fails, and so does a run where
 //! fewer than half the tokens came before such a parting.
 
+use std::cell::RefCell;
 use std::ops::ControlFlow;
 
 use crate::common::*;
+use uniskip::engine::speculative::DraftCosts;
 use uniskip::engine::{
     Drafter, Generation, LlamaToken, Lossless, Model, PrefillPolicy, Request, Sampling, generate,
 };
@@ -78,6 +80,7 @@ fn lossless(drafter: Drafter, draft_max: usize) -> Option<Lossless<'static>> {
         draft_max,
         draft_model: None,
         draft_mask: None,
+        costs: None,
     })
 }
 
@@ -267,6 +270,7 @@ fn with_draft_model(
             draft_max: 4,
             draft_model: Some((draft, ctx(1))),
             draft_mask,
+            costs: None,
         }),
     );
     (want, got)
@@ -334,6 +338,7 @@ fn a_draft_model_with_another_vocabulary_is_refused() {
                 draft_max: 4,
                 draft_model: Some((&draft, ctx(1))),
                 draft_mask: None,
+                costs: None,
             }),
         },
         &mut |_| Mask::full(model.n_layer()),
@@ -455,4 +460,65 @@ fn sampled_lossless_tokens_follow_full_depths_distribution() {
         chi2 < critical,
         "lossless sampling differs from full depth: chi2 {chi2:.1} > {critical:.1} ({df} df)"
     );
+}
+
+/// Lossless decoding of `prompt` (40 tokens) with `drafter` under `mask`, starting from
+/// and updating `costs`.
+fn with_costs(
+    model: &Model,
+    prompt: &[LlamaToken],
+    mask: &Mask,
+    drafter: Drafter,
+    costs: &RefCell<DraftCosts>,
+) -> Generation {
+    let config = Lossless {
+        costs: Some(costs),
+        ..lossless(drafter, 4).unwrap()
+    };
+    run(
+        model,
+        &[prompt.to_vec()],
+        40,
+        &Sampling::greedy(),
+        mask,
+        Some(config),
+    )
+}
+
+#[test]
+fn a_generation_hands_back_the_costs_it_measured_and_the_next_one_starts_from_them() {
+    let model = load("smollm2");
+    let prompt = &tokenize_all(&model, &PLAIN_PROMPTS[..1])[0];
+    let mask = unified(&model, 1.5);
+    let blocks = mask.n_active();
+    let costs = RefCell::new(DraftCosts::default());
+    let first = with_costs(&model, prompt, &mask, Drafter::Mask, &costs);
+    assert!(first.speculation.unwrap().draft_tokens > 0);
+    let measured = costs.borrow().clone();
+    let verified: Vec<usize> = (2..measured.verify.len())
+        .filter(|&n| measured.verify[n].is_some())
+        .collect();
+    assert!(!verified.is_empty(), "no verification cost handed back");
+    assert!(verified.iter().all(|&n| measured.verify[n].unwrap() > 0.0));
+    assert!(measured.mask.get(&blocks).is_some_and(|&c| c > 0.0));
+
+    // Costs that rule this mask out (a draft decode as dear as 3 plain steps): the next
+    // generation does not draft with it at all, and its output is still full depth's.
+    costs.borrow_mut().mask.insert(blocks, 3.0);
+    let second = with_costs(&model, prompt, &mask, Drafter::Mask, &costs);
+    let stats = second.speculation.unwrap();
+    assert_eq!(
+        stats.draft_tokens, 0,
+        "drafted under a mask its costs rule out"
+    );
+    assert_eq!(stats.pauses, 1);
+    let full = run(
+        &model,
+        &[prompt.to_vec()],
+        40,
+        &Sampling::greedy(),
+        &Mask::full(model.n_layer()),
+        None,
+    );
+    assert_eq!(second.tokens, full.tokens);
 }

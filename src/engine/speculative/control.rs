@@ -11,8 +11,30 @@
 //! when the gap is wide, else after two; then for at least 256 steps, since costs follow
 //! the machine, not the text), or, after two rounds, when the measured acceptance gives a
 //! clear loss.
+//!
+//! Costs are properties of the machine and the model, not of the text: a controller can
+//! start from the costs an earlier generation measured ([`DraftCosts`], relative to a
+//! plain step). A drafter those costs already rule out then never drafts before its
+//! first long pause is over, instead of paying for the rounds that would find it out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Costs measured by earlier generations on this machine, each relative to one plain
+/// full-depth step (one token per sequence) of the same model, thread count and batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DraftCosts {
+    /// Verifying n tokens per sequence, at index n (0 and 1 unused).
+    pub verify: Vec<Option<f64>>,
+    /// One draft decode under a mask that keeps k blocks, by k.
+    pub mask: BTreeMap<usize, f64>,
+    /// One draft decode of the draft model.
+    pub model: Option<f64>,
+    /// What the first plain step after a drafting round costs beyond a plain step.
+    pub switch: Option<f64>,
+}
 
 /// The drafter kinds a round can use (the model drafter shares the mask's bookkeeping
 /// slot shape but has its own).
@@ -120,9 +142,20 @@ pub struct Controller {
     after_round: Option<Kind>,
     /// Verification seconds per batch of n tokens per sequence (index n), decayed means.
     verify_secs: Vec<Option<f64>>,
+    /// Costs from earlier generations, relative to a plain step (used until measured).
+    prior: Prior,
     steps: usize,
     last_plain: usize,
     pauses: u64,
+}
+
+/// An earlier generation's costs as the controller uses them.
+#[derive(Debug, Clone, Default)]
+struct Prior {
+    verify: Vec<Option<f64>>,
+    /// Per kind: one draft decode.
+    draft: [Option<f64>; 3],
+    switch: Option<f64>,
 }
 
 fn blend(old: Option<f64>, new: f64) -> Option<f64> {
@@ -144,10 +177,70 @@ impl Controller {
             switch_secs: None,
             after_round: None,
             verify_secs: vec![None; draft_max.max(1) + 2],
+            prior: Prior::default(),
             steps: 0,
             last_plain: 0,
             pauses: 0,
         }
+    }
+
+    /// Starts from `costs`, an earlier generation's, with the mask drafter drafting under
+    /// a mask that keeps `mask_blocks` blocks. Every drafter those costs rule out (its
+    /// ceiling is below 1) is paused for [`HOPELESS_PAUSE`] steps at once.
+    pub fn seed(&mut self, costs: &DraftCosts, mask_blocks: usize) {
+        self.prior = Prior {
+            verify: costs.verify.clone(),
+            draft: [
+                Some(0.0),
+                costs.mask.get(&mask_blocks).copied(),
+                costs.model,
+            ],
+            switch: costs.switch,
+        };
+        for kind in [Kind::Lookup, Kind::Mask, Kind::Model] {
+            if self.costs_known(kind) && self.ceiling(kind) < 1.0 {
+                self.pause_for_at_least(kind, HOPELESS_PAUSE);
+            }
+        }
+    }
+
+    /// The mask drafter now drafts under another mask, keeping `mask_blocks` blocks:
+    /// what it measured no longer holds; `prior` is an earlier generation's draft cost
+    /// under such a mask, if any.
+    pub fn mask_changed(&mut self, prior: Option<f64>) {
+        self.drafters[Kind::Mask.index()] = DrafterState::new(0.5);
+        self.prior.draft[Kind::Mask.index()] = prior;
+        if self.costs_known(Kind::Mask) && self.ceiling(Kind::Mask) < 1.0 {
+            self.pause_for_at_least(Kind::Mask, HOPELESS_PAUSE);
+        }
+    }
+
+    /// The costs known now, relative to a plain step: `earlier` (what the controller was
+    /// seeded with) updated by what this generation measured, the mask drafter's under a
+    /// mask of `mask_blocks` blocks.
+    pub fn costs(&self, earlier: &DraftCosts, mask_blocks: usize) -> DraftCosts {
+        let mut costs = earlier.clone();
+        let Some(p) = self.plain_secs.filter(|&p| p > 0.0) else {
+            return costs;
+        };
+        if costs.verify.len() < self.verify_secs.len() {
+            costs.verify.resize(self.verify_secs.len(), None);
+        }
+        for (slot, measured) in costs.verify.iter_mut().zip(&self.verify_secs) {
+            if let Some(v) = measured {
+                *slot = Some(v / p);
+            }
+        }
+        if let Some(d) = self.drafters[Kind::Mask.index()].draft_secs {
+            costs.mask.insert(mask_blocks, d / p);
+        }
+        if let Some(d) = self.drafters[Kind::Model.index()].draft_secs {
+            costs.model = Some(d / p);
+        }
+        if let Some(w) = self.switch_secs {
+            costs.switch = Some(w / p);
+        }
+        costs
     }
 
     /// The measured acceptance of `kind` (a prior until it has drafted).
@@ -178,31 +271,40 @@ impl Controller {
     }
 
     /// Verification cost of n tokens per sequence relative to a plain step: measured when
-    /// seen; else a line from the plain step (n = 1 costs 1) through the nearest measured
-    /// size; else a prior shaped like measurements on a 2-core CPU (two tokens cost one,
-    /// each further token about a quarter).
+    /// seen, else an earlier generation's; else a line from the plain step (n = 1 costs 1)
+    /// through the nearest size measured (now, else earlier); else a guess shaped like
+    /// measurements on a 2-core CPU (two tokens cost one, each further token a quarter).
     fn verify_cost(&self, n: usize) -> f64 {
-        let Some(p) = self.plain_secs else {
-            return (0.5 + 0.25 * n as f64).max(1.0);
+        let measured: Vec<Option<f64>> = match self.plain_secs {
+            Some(p) => self.verify_secs.iter().map(|v| v.map(|v| v / p)).collect(),
+            None => Vec::new(),
         };
-        if let Some(v) = self.verify_secs.get(n).copied().flatten() {
-            return (v / p).max(0.5);
+        for costs in [&measured, &self.prior.verify] {
+            if let Some(v) = costs.get(n).copied().flatten() {
+                return v.max(0.5);
+            }
         }
-        let nearest = (2..self.verify_secs.len())
-            .filter_map(|m| Some((m, self.verify_secs[m]? / p)))
-            .min_by_key(|&(m, _)| m.abs_diff(n));
-        match nearest {
-            Some((m, v)) => (1.0 + (v - 1.0) * (n - 1) as f64 / (m - 1) as f64).max(0.5),
-            None => (0.5 + 0.25 * n as f64).max(1.0),
+        for costs in [&measured, &self.prior.verify] {
+            let nearest = (2..costs.len())
+                .filter_map(|m| Some((m, costs[m]?)))
+                .min_by_key(|&(m, _)| m.abs_diff(n));
+            if let Some((m, v)) = nearest {
+                return (1.0 + (v - 1.0) * (n - 1) as f64 / (m - 1) as f64).max(0.5);
+            }
         }
+        (0.5 + 0.25 * n as f64).max(1.0)
     }
 
-    /// Whether `kind`'s costs are measured: the plain step, a verification, and (for a
-    /// drafter that decodes) a draft decode.
-    fn costs_measured(&self, kind: Kind) -> bool {
-        self.plain_secs.is_some()
-            && self.verify_secs.iter().skip(2).any(Option::is_some)
-            && (kind == Kind::Lookup || self.drafters[kind.index()].draft_secs.is_some())
+    /// Whether `kind`'s costs are known, measured now or earlier: a verification and (for
+    /// a drafter that decodes) a draft decode, relative to a plain step.
+    fn costs_known(&self, kind: Kind) -> bool {
+        let measured = self.plain_secs.is_some();
+        let verify = (measured && self.verify_secs.iter().skip(2).any(Option::is_some))
+            || self.prior.verify.iter().skip(2).any(Option::is_some);
+        let draft = kind == Kind::Lookup
+            || (measured && self.drafters[kind.index()].draft_secs.is_some())
+            || self.prior.draft[kind.index()].is_some();
+        verify && draft
     }
 
     /// The best speedup `kind` could give with every draft accepted, at the measured costs:
@@ -231,7 +333,7 @@ impl Controller {
             Kind::Lookup => 0.0,
             _ => match (self.drafters[kind.index()].draft_secs, self.plain_secs) {
                 (Some(d), Some(p)) => d / p,
-                _ => 0.6,
+                _ => self.prior.draft[kind.index()].unwrap_or(0.6),
             },
         }
     }
@@ -241,7 +343,7 @@ impl Controller {
     fn switch_cost(&self) -> f64 {
         match (self.switch_secs, self.plain_secs) {
             (Some(w), Some(p)) if p > 0.0 => w / p,
-            _ => 0.0,
+            _ => self.prior.switch.unwrap_or(0.0),
         }
     }
 
@@ -323,7 +425,7 @@ impl Controller {
         // Early verdicts from the cost model, before the measured rate is reliable: a
         // drafter that cannot win even with every draft accepted, or whose measured
         // acceptance gives a clear loss, stops at once instead of after MIN_ROUNDS.
-        if self.costs_measured(kind) {
+        if self.costs_known(kind) {
             let ceiling = self.ceiling(kind);
             if ceiling < CLEAR_CEILING || (rounds >= EARLY_ROUNDS && ceiling < 1.0) {
                 self.pause_for_at_least(kind, HOPELESS_PAUSE);
@@ -507,6 +609,79 @@ mod tests {
             c.verify_cost(5)
         );
         assert!((c.verify_cost(3) - 2.0).abs() < 1e-9);
+    }
+
+    /// Costs of a machine where verifying n tokens takes 0.5 + 0.5 n plain steps.
+    fn earlier_costs(mask_blocks: usize, mask_draft: f64) -> DraftCosts {
+        DraftCosts {
+            verify: (0..6)
+                .map(|n| (n >= 2).then_some(0.5 + 0.5 * n as f64))
+                .collect(),
+            mask: BTreeMap::from([(mask_blocks, mask_draft)]),
+            model: None,
+            switch: Some(0.1),
+        }
+    }
+
+    #[test]
+    fn a_drafter_that_earlier_costs_rule_out_does_not_draft_at_all() {
+        let mut c = Controller::new(4);
+        // A draft decode costs 0.8 steps: k drafts give k + 1 tokens in 0.8k + 1 + 0.5k
+        // + 0.1 steps, never more than one token per step.
+        c.seed(&earlier_costs(15, 0.8), 15);
+        assert!(c.ceiling(Kind::Mask) < 1.0, "{}", c.ceiling(Kind::Mask));
+        c.plain_step(1, 10 * MS);
+        assert_eq!(c.draft_len(Kind::Mask, 4), 0);
+        assert_eq!(c.pauses(), 1);
+        // Lookup drafts for free and can still win.
+        assert!(c.draft_len(Kind::Lookup, 4) > 0);
+        // It probes again after the long pause: the machine's load may have changed.
+        for _ in 0..HOPELESS_PAUSE {
+            c.plain_step(1, 10 * MS);
+        }
+        assert!(c.draft_len(Kind::Mask, 4) > 0);
+    }
+
+    #[test]
+    fn earlier_costs_of_another_mask_do_not_rule_this_one_out() {
+        let mut c = Controller::new(4);
+        c.seed(&earlier_costs(15, 0.8), 10);
+        c.plain_step(1, 10 * MS);
+        assert!(c.draft_len(Kind::Mask, 4) > 0);
+    }
+
+    #[test]
+    fn costs_measured_now_are_handed_back_relative_to_a_plain_step() {
+        let earlier = earlier_costs(10, 0.3);
+        let mut c = Controller::new(4);
+        c.seed(&earlier, 15);
+        c.plain_step(1, 10 * MS);
+        c.verify_step(3, 20 * MS);
+        c.draft_step(Kind::Mask, 6 * MS);
+        let now = c.costs(&earlier, 15);
+        assert_eq!(now.verify[3], Some(2.0));
+        assert_eq!(
+            now.verify[2], earlier.verify[2],
+            "unmeasured sizes keep the old cost"
+        );
+        assert_eq!(now.mask.get(&15), Some(&0.6));
+        assert_eq!(now.mask.get(&10), Some(&0.3), "another mask's cost is kept");
+        assert_eq!(now.switch, Some(0.1));
+    }
+
+    #[test]
+    fn a_new_mask_forgets_what_the_old_one_measured() {
+        let mut c = Controller::new(4);
+        c.plain_step(1, 10 * MS);
+        c.draft_step(Kind::Mask, 9 * MS);
+        assert!((c.draft_cost(Kind::Mask) - 0.9).abs() < 1e-9);
+        c.mask_changed(Some(0.4));
+        assert!((c.draft_cost(Kind::Mask) - 0.4).abs() < 1e-9);
+        c.mask_changed(None);
+        assert!(
+            (c.draft_cost(Kind::Mask) - 0.6).abs() < 1e-9,
+            "the guess, unmeasured"
+        );
     }
 
     #[test]

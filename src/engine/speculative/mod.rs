@@ -15,12 +15,13 @@ pub mod lookup;
 mod picker;
 pub mod rule;
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-pub use control::{Controller, Kind};
+pub use control::{Controller, DraftCosts, Kind};
 pub use picker::{ForcedRow, Observer, Picker};
 
 use super::error::{EngineError, Result};
@@ -87,6 +88,10 @@ pub struct Lossless<'a> {
     /// The mask the draft model drafts under (`None`: every block), for a draft model tuned
     /// for a mask. Its cache is filled at full depth, as a tuned file's prompt runs.
     pub draft_mask: Option<&'a Mask>,
+    /// Costs earlier generations measured with this model, thread count and batch size:
+    /// drafting starts from them (a drafter they rule out does not draft), and they are
+    /// updated with this generation's measurements when it ends.
+    pub costs: Option<&'a RefCell<DraftCosts>>,
 }
 
 impl Lossless<'_> {
@@ -97,6 +102,7 @@ impl Lossless<'_> {
             draft_max: DRAFT_MAX_DEFAULT,
             draft_model: None,
             draft_mask: None,
+            costs: None,
         }
     }
 }
@@ -217,12 +223,20 @@ pub struct Speculator<'a> {
     /// Tokens the sampler never chooses (end of generation under `ignore_eos`): greedy
     /// drafts avoid them too.
     banned: Vec<LlamaToken>,
+    /// Blocks the mask drafter's mask keeps (its costs are known per block count).
+    mask_blocks: usize,
 }
 
 impl<'a> Speculator<'a> {
-    /// Starts lossless decoding for a target `model`; makes the draft model's context
-    /// when the drafter needs one. `banned` tokens are never chosen by the sampler.
-    pub fn new(config: Lossless<'a>, model: &Model, banned: Vec<LlamaToken>) -> Result<Self> {
+    /// Starts lossless decoding for a target `model`, the mask drafter drafting under
+    /// `draft_mask` at first; makes the draft model's context when the drafter needs one.
+    /// `banned` tokens are never chosen by the sampler.
+    pub fn new(
+        config: Lossless<'a>,
+        model: &Model,
+        draft_mask: &Mask,
+        banned: Vec<LlamaToken>,
+    ) -> Result<Self> {
         let draft_session = match (config.drafter, &config.draft_model) {
             (Drafter::Model, Some((draft, options))) => {
                 if draft.n_vocab() != model.n_vocab() {
@@ -236,8 +250,14 @@ impl<'a> Speculator<'a> {
             (Drafter::Model, None) => return Err(EngineError::NoDraftModel),
             _ => None,
         };
+        let mut control = Controller::new(config.draft_max.clamp(1, DRAFT_MAX_LIMIT));
+        let mask_blocks = draft_mask.n_active();
+        if let Some(costs) = config.costs {
+            control.seed(&costs.borrow(), mask_blocks);
+        }
         Ok(Speculator {
-            control: Controller::new(config.draft_max.clamp(1, DRAFT_MAX_LIMIT)),
+            control,
+            mask_blocks,
             config,
             stats: SpeculationStats {
                 drafter: config.drafter,
@@ -252,6 +272,16 @@ impl<'a> Speculator<'a> {
     /// Marks the start of decoding (the first round's time counts from here).
     pub fn start_clock(&mut self) {
         self.round_start = Instant::now();
+    }
+
+    /// Ends lossless decoding: hands the costs measured back to the caller's
+    /// [`Lossless::costs`] and returns what drafting did.
+    pub fn finish(self) -> SpeculationStats {
+        if let Some(costs) = self.config.costs {
+            let updated = self.control.costs(&costs.borrow(), self.mask_blocks);
+            *costs.borrow_mut() = updated;
+        }
+        self.stats()
     }
 
     /// What drafting did so far.
@@ -284,6 +314,14 @@ impl<'a> Speculator<'a> {
     ) -> Result<RoundOutcome> {
         let model = session.model();
         let full = Mask::full(model.n_layer());
+        if draft_mask.n_active() != self.mask_blocks {
+            self.mask_blocks = draft_mask.n_active();
+            let prior = self
+                .config
+                .costs
+                .and_then(|c| c.borrow().mask.get(&self.mask_blocks).copied());
+            self.control.mask_changed(prior);
+        }
         let starts: Vec<usize> = entries
             .iter()
             .map(|e| session.tokens(e.seq).map(<[i32]>::len))
