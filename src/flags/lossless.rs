@@ -20,7 +20,8 @@ pub struct LosslessArgs {
     /// are checked by full depth in one batch, and only what full depth would have produced
     /// is kept. The output is full depth's, token for token (greedy) or in distribution
     /// (sampling); `--speedup`/`--strategy` then choose the drafting mask (default 2x).
-    /// Drafting pauses itself when it does not pay.
+    /// Drafting pauses itself when it does not pay; what it costs on this machine is kept
+    /// between runs, so a drafter that cannot pay here does not draft at all.
     #[arg(long)]
     pub lossless: bool,
     /// Who drafts: `mask` (the model under the skip mask), `lookup` (n-grams copied from
