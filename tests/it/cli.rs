@@ -152,3 +152,53 @@ fn settings_a_command_cannot_use_are_bad_input_with_what_to_do_instead() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+#[test]
+fn run_lossless_keeps_what_drafting_cost_in_the_profile_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let model = common::model_path("smollm2");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-m",
+            model.to_str().unwrap(),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "24",
+            "--threads",
+            "2",
+            "--ignore-eos",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_uniskip"))
+            .args(&args)
+            .env("UNISKIP_MODELS", cache.path())
+            .output()
+            .expect("binary runs");
+        json(&out)
+    };
+    let profiles = cache.path().join("profiles");
+    let stem = model.file_stem().unwrap().to_str().unwrap();
+    let file = profiles.join(format!("draft-{stem}-t2-b1.json"));
+
+    run(&[]);
+    assert!(!file.exists(), "a plain run keeps no drafting costs");
+    let v = run(&["--lossless", "--drafter", "mask", "--speedup", "2"]);
+    assert!(v["draft_tokens"].as_u64().unwrap() > 0, "{v}");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("costs kept")).unwrap();
+    let costs = &kept["costs"];
+    let verified = costs["verify"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c.as_f64().is_some_and(|c| c > 0.0))
+        .count();
+    assert!(verified > 0, "no verification cost kept: {kept}");
+    assert!(
+        costs["mask"]["15"].as_f64().is_some_and(|c| c > 0.0),
+        "{kept}"
+    );
+}
