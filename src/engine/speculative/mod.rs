@@ -11,24 +11,29 @@
 //! the K/V ledger only ever holds full-depth positions and no repair is ever needed.
 
 mod control;
+mod drafting;
 pub mod lookup;
 mod picker;
 pub mod rule;
+mod stats;
+mod verify;
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
 pub use control::{Controller, DraftCosts, Kind};
 pub use picker::{ForcedRow, Observer, Picker};
+pub use stats::SpeculationStats;
 
 use super::error::{EngineError, Result};
 use super::model::{ContextOptions, Model};
 use super::session::{BatchToken, Session};
 use crate::skip::Mask;
-use rule::{Dist, Verdict};
+use rule::Verdict;
+use verify::judge;
 
 /// Which drafter proposes tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -107,64 +112,6 @@ impl Lossless<'_> {
     }
 }
 
-/// What drafting did over one generation.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SpeculationStats {
-    /// The drafter asked for.
-    pub drafter: Drafter,
-    /// Verification batches run (plain steps included).
-    pub rounds: u64,
-    /// Rounds that verified at least one drafted token.
-    pub drafting_rounds: u64,
-    /// Tokens drafted (all drafters).
-    pub draft_tokens: u64,
-    /// Drafted tokens full depth kept.
-    pub accepted_tokens: u64,
-    /// Tokens drafted and kept by n-gram lookup.
-    pub lookup_drafted: u64,
-    /// Of those, kept.
-    pub lookup_accepted: u64,
-    /// Tokens drafted by the mask or the draft model.
-    pub model_drafted: u64,
-    /// Of those, kept.
-    pub model_accepted: u64,
-    /// Decode calls spent drafting.
-    pub draft_decodes: u64,
-    /// Time spent drafting (draft decodes).
-    #[serde(skip)]
-    pub draft_time: Duration,
-    /// Time spent in verification batches.
-    #[serde(skip)]
-    pub verify_time: Duration,
-    /// Times a drafter paused itself for being slower than plain steps.
-    pub pauses: u64,
-    /// Whether drafting was paused when generation ended.
-    pub paused_at_end: bool,
-    /// Measured tokens/s of drafting rounds over that of plain full-depth steps in the
-    /// same generation (none when one of the two was never seen).
-    pub measured_speedup: Option<f64>,
-}
-
-impl SpeculationStats {
-    /// Share of drafted tokens that full depth kept.
-    pub fn acceptance_rate(&self) -> f64 {
-        if self.draft_tokens == 0 {
-            0.0
-        } else {
-            self.accepted_tokens as f64 / self.draft_tokens as f64
-        }
-    }
-
-    /// Mean tokens drafted per drafting round.
-    pub fn mean_draft_len(&self) -> f64 {
-        if self.drafting_rounds == 0 {
-            0.0
-        } else {
-            self.draft_tokens as f64 / self.drafting_rounds as f64
-        }
-    }
-}
-
 /// One live sequence entering a round: its token chosen but not yet decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
@@ -202,15 +149,6 @@ pub struct RoundOutcome {
     pub next: Vec<(i32, Next)>,
     /// The caller asked to stop.
     pub stopped: bool,
-}
-
-/// A sequence's drafted tokens and, when sampling, the distributions they were drawn from.
-#[derive(Default)]
-struct Draft {
-    kind: Option<Kind>,
-    tokens: Vec<LlamaToken>,
-    /// `q` per drafted token (sampling only; lookup drafts are point masses).
-    dists: Vec<Dist>,
 }
 
 /// The state of lossless decoding over one generation.
@@ -430,218 +368,6 @@ impl<'a> Speculator<'a> {
         match kind {
             Some(Kind::Lookup) => self.stats.lookup_accepted += 1,
             _ => self.stats.model_accepted += 1,
-        }
-    }
-
-    /// n-gram drafts for the sequences where lookup finds a match.
-    fn plan_lookup(&mut self, session: &Session<'_>, entries: &[Entry]) -> Result<Vec<Draft>> {
-        let mut drafts: Vec<Draft> = entries.iter().map(|_| Draft::default()).collect();
-        if !self.config.drafter.looks_up() {
-            return Ok(drafts);
-        }
-        for (e, d) in entries.iter().zip(&mut drafts) {
-            let k = self.control.draft_len(Kind::Lookup, e.room);
-            if k == 0 {
-                continue;
-            }
-            let mut history = session.tokens(e.seq)?.to_vec();
-            history.push(e.token.0);
-            let found = lookup::draft(&history, k);
-            if !found.is_empty() {
-                d.kind = Some(Kind::Lookup);
-                d.tokens = found.into_iter().map(LlamaToken).collect();
-            }
-        }
-        Ok(drafts)
-    }
-
-    /// Shortens drafts until the verification batch fits the batch size, the context, and
-    /// (while plain steps have fewer rows) [`VERIFY_ROWS_MAX`].
-    fn fit(&self, session: &Session<'_>, entries: &[Entry], drafts: &mut [Draft]) {
-        let free = session.n_ctx().saturating_sub(session.n_cached());
-        let mut limit = session.n_batch().min(free);
-        if entries.len() <= VERIFY_ROWS_MAX {
-            limit = limit.min(VERIFY_ROWS_MAX);
-        }
-        loop {
-            let total: usize = entries.len() + drafts.iter().map(|d| d.tokens.len()).sum::<usize>();
-            if total <= limit {
-                return;
-            }
-            let Some(longest) = drafts.iter_mut().max_by_key(|d| d.tokens.len()) else {
-                return;
-            };
-            if longest.tokens.is_empty() {
-                return;
-            }
-            longest.tokens.pop();
-            longest.dists.truncate(longest.tokens.len());
-            if longest.tokens.is_empty() {
-                longest.kind = None;
-            }
-        }
-    }
-
-    /// Drafts with the model under the mask (or the draft model) for the sequences lookup
-    /// left without a draft: one decode per drafted position, all those sequences together.
-    fn draft_with_model(
-        &mut self,
-        session: &mut Session<'_>,
-        entries: &[Entry],
-        draft_mask: &Mask,
-        pickers: &mut [Picker<'_>],
-        drafts: &mut [Draft],
-        starts: &[usize],
-    ) -> Result<()> {
-        let kind = match self.config.drafter {
-            Drafter::Mask | Drafter::MaskLookup => Kind::Mask,
-            Drafter::Model => Kind::Model,
-            Drafter::Lookup => return Ok(()),
-        };
-        let room = session
-            .n_ctx()
-            .saturating_sub(session.n_cached() + entries.len());
-        let mut want: Vec<usize> = entries
-            .iter()
-            .zip(drafts.iter())
-            .map(|(e, d)| {
-                if d.kind.is_some() {
-                    0
-                } else {
-                    self.control.draft_len(kind, e.room)
-                }
-            })
-            .collect();
-        // Drafting under the mask borrows cells of the target's cache.
-        while want.iter().sum::<usize>() > room.min(session.n_batch()) {
-            let i = (0..want.len()).max_by_key(|&i| want[i]).expect("entries");
-            want[i] -= 1;
-        }
-        let longest = want.iter().copied().max().unwrap_or(0);
-        if longest == 0 {
-            return Ok(());
-        }
-        let mut shapes: Vec<_> = entries
-            .iter()
-            .map(|e| pickers[e.seq as usize].fork_shape())
-            .collect();
-        let mut rngs: Vec<_> = entries
-            .iter()
-            .map(|e| pickers[e.seq as usize].rng().cloned())
-            .collect();
-        if kind == Kind::Model {
-            self.sync_draft_session(session, entries, &want)?;
-        }
-        let mut current: Vec<LlamaToken> = entries.iter().map(|e| e.token).collect();
-        for step in 0..longest {
-            let who: Vec<usize> = (0..entries.len()).filter(|&i| want[i] > step).collect();
-            let batch: Vec<BatchToken> = who
-                .iter()
-                .map(|&i| BatchToken {
-                    seq: entries[i].seq,
-                    token: current[i],
-                    logits: true,
-                })
-                .collect();
-            let t = Instant::now();
-            let banned = &self.banned;
-            let mut choose = |drafter: &Session<'_>, rows: &[usize]| {
-                for (&i, &row) in who.iter().zip(rows) {
-                    let d = &mut drafts[i];
-                    let token = match (&mut shapes[i], &mut rngs[i]) {
-                        (Some(shape), Some(rng)) => {
-                            let q = picker::shaped(shape, drafter, row);
-                            let token = LlamaToken(q.sample(rng.uniform()));
-                            shape.accept(token);
-                            d.dists.push(q);
-                            token
-                        }
-                        _ => picker::argmax(drafter, row, banned),
-                    };
-                    d.kind = Some(kind);
-                    d.tokens.push(token);
-                    current[i] = token;
-                }
-            };
-            if kind == Kind::Model {
-                let drafter = self.draft_session.as_mut().expect("made with the drafter");
-                let rows = drafter.decode(&batch, self.config.draft_mask)?;
-                choose(drafter, &rows);
-            } else {
-                let rows = session.decode(&batch, Some(draft_mask))?;
-                choose(session, &rows);
-            }
-            let spent = t.elapsed();
-            self.control.draft_step(kind, spent);
-            self.stats.draft_time += spent;
-            self.stats.draft_decodes += 1;
-        }
-        if kind == Kind::Mask {
-            // Drafted cells were written under the mask: drop them, verification rewrites
-            // these positions at full depth.
-            for (e, &start) in entries.iter().zip(starts) {
-                session.truncate(e.seq, start)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Brings the draft model's cache level with each drafting sequence's history up to,
-    /// not including, its token `t`, which the first draft decode then adds.
-    fn sync_draft_session(
-        &mut self,
-        session: &Session<'_>,
-        entries: &[Entry],
-        want: &[usize],
-    ) -> Result<()> {
-        let draft = self.draft_session.as_mut().expect("made with the drafter");
-        for (e, _) in entries.iter().zip(want).filter(|(_, w)| **w > 0) {
-            let history = session.tokens(e.seq)?;
-            let have = draft.tokens(e.seq)?;
-            let common = have.iter().zip(history).take_while(|(a, b)| a == b).count();
-            draft.truncate(e.seq, common)?;
-            let rest: Vec<LlamaToken> = history[common..].iter().map(|&t| LlamaToken(t)).collect();
-            draft.prefill(e.seq, &rest, None)?;
-        }
-        Ok(())
-    }
-}
-
-/// Verifies drafted token `i` of `d` against full depth's row `row`.
-fn judge(
-    picker: &mut Picker<'_>,
-    session: &Session<'_>,
-    row: usize,
-    d: &Draft,
-    i: usize,
-    drafted: LlamaToken,
-) -> Verdict {
-    match picker.distribution(session, row) {
-        // Greedy: full depth's own choice (recorded by the chain) either is the draft or
-        // replaces it. (Teacher forcing: the text's token plays full depth's choice.)
-        None => {
-            let chosen = picker.pick_against(session, row, Some(drafted));
-            if chosen == drafted {
-                Verdict::Accept
-            } else {
-                Verdict::Replace(chosen.0)
-            }
-        }
-        Some(p) => {
-            let point;
-            let q = match d.dists.get(i) {
-                Some(q) => q,
-                None => {
-                    point = Dist::point(drafted.0);
-                    &point
-                }
-            };
-            let verdict = rule::verify(&p, q, drafted.0, picker.rng().expect("shaped picker"));
-            picker.accept(match verdict {
-                Verdict::Accept => drafted,
-                Verdict::Replace(x) => LlamaToken(x),
-            });
-            verdict
         }
     }
 }
