@@ -21,6 +21,20 @@ pub struct BatchToken {
     pub logits: bool,
 }
 
+impl BatchToken {
+    /// `tokens` in order, all extending sequence `seq`, all with or all without logits.
+    pub fn run_of(
+        seq: i32,
+        tokens: impl IntoIterator<Item = LlamaToken>,
+        logits: bool,
+    ) -> Vec<BatchToken> {
+        tokens
+            .into_iter()
+            .map(|token| BatchToken { seq, token, logits })
+            .collect()
+    }
+}
+
 /// The cost of keeping the K/V cache exact when masks change (docs/DESIGN.md section 3).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RepairStats {
@@ -188,15 +202,7 @@ impl<'m> Session<'m> {
     /// (a prompt's body: its last token is decoded with the step that wants logits).
     pub fn prefill(&mut self, seq: i32, tokens: &[LlamaToken], mask: Option<&Mask>) -> Result<()> {
         for chunk in tokens.chunks(self.n_batch) {
-            let batch: Vec<BatchToken> = chunk
-                .iter()
-                .map(|&token| BatchToken {
-                    seq,
-                    token,
-                    logits: false,
-                })
-                .collect();
-            self.decode(&batch, mask)?;
+            self.decode(&BatchToken::run_of(seq, chunk.iter().copied(), false), mask)?;
         }
         Ok(())
     }

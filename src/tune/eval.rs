@@ -53,15 +53,8 @@ fn forward(
     let mut session = model.session(&context(len, threads))?;
     for (w, tokens) in windows.iter().enumerate() {
         session.clear();
-        let batch = |range: std::ops::Range<usize>, logits: bool| -> Vec<BatchToken> {
-            tokens[range]
-                .iter()
-                .map(|&t| BatchToken {
-                    seq: 0,
-                    token: LlamaToken(t),
-                    logits,
-                })
-                .collect()
+        let batch = |range: std::ops::Range<usize>, logits: bool| {
+            BatchToken::run_of(0, tokens[range].iter().map(|&t| LlamaToken(t)), logits)
         };
         // The last token is only a target.
         let cont = len - 1 - prefix;

@@ -46,14 +46,11 @@ impl<'m> Teacher<'m> {
             );
         }
         self.session.clear();
-        let batch: Vec<BatchToken> = tokens[..self.window]
-            .iter()
-            .map(|&t| BatchToken {
-                seq: 0,
-                token: LlamaToken(t),
-                logits: true,
-            })
-            .collect();
+        let batch = BatchToken::run_of(
+            0,
+            tokens[..self.window].iter().map(|&t| LlamaToken(t)),
+            true,
+        );
         // No mask: llama.cpp's own path, every block.
         let outputs = self.session.decode(&batch, None)?;
         let mut probs = Vec::with_capacity(self.window * self.n_vocab);

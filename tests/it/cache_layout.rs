@@ -33,14 +33,7 @@ fn row_at(
 ) -> Vec<f32> {
     let full = Mask::full(session.model().n_layer());
     session.truncate(seq, p).unwrap();
-    let batch: Vec<BatchToken> = text[p..p + width]
-        .iter()
-        .map(|&token| BatchToken {
-            seq,
-            token,
-            logits: true,
-        })
-        .collect();
+    let batch = BatchToken::run_of(seq, text[p..p + width].iter().copied(), true);
     let rows = session.decode(&batch, Some(&full)).unwrap();
     session.logits(rows[0]).to_vec()
 }
@@ -118,14 +111,7 @@ fn cells_refilled_out_of_position_order_leave_a_sequences_logits_as_if_alone() {
     shared.prefill(0, &other, Some(&full)).unwrap();
     shared.prefill(1, &text[head..tail], Some(&full)).unwrap();
     shared.truncate(0, 0).unwrap();
-    let batch: Vec<BatchToken> = text[tail..tail + 2]
-        .iter()
-        .map(|&token| BatchToken {
-            seq: 1,
-            token,
-            logits: true,
-        })
-        .collect();
+    let batch = BatchToken::run_of(1, text[tail..tail + 2].iter().copied(), true);
     let rows = shared.decode(&batch, Some(&full)).unwrap();
     for (i, (&row, want)) in rows.iter().zip(&want).enumerate() {
         let got = shared.logits(row);

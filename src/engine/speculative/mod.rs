@@ -286,11 +286,7 @@ impl<'a> Speculator<'a> {
                 token: e.token,
                 logits: true,
             });
-            batch.extend(d.tokens.iter().map(|&token| BatchToken {
-                seq: e.seq,
-                token,
-                logits: true,
-            }));
+            batch.extend(BatchToken::run_of(e.seq, d.tokens.iter().copied(), true));
         }
         let t = Instant::now();
         let rows = session.decode(&batch, Some(&full))?;

@@ -45,14 +45,7 @@ pub fn decode_all(
     tokens: &[LlamaToken],
     mask: Option<&Mask>,
 ) -> Vec<Vec<f32>> {
-    let batch: Vec<BatchToken> = tokens
-        .iter()
-        .map(|&token| BatchToken {
-            seq: 0,
-            token,
-            logits: true,
-        })
-        .collect();
+    let batch = BatchToken::run_of(0, tokens.iter().copied(), true);
     let idx = session.decode(&batch, mask).expect("decode");
     idx.iter().map(|&i| session.logits(i).to_vec()).collect()
 }

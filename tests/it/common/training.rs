@@ -52,15 +52,8 @@ pub fn continuation_rows(
     row: &mut dyn FnMut(usize, &[f32]),
 ) {
     let mut session = model.session(&ctx(1)).unwrap();
-    let batch = |range: std::ops::Range<usize>, logits: bool| -> Vec<BatchToken> {
-        tokens[range]
-            .iter()
-            .map(|&t| BatchToken {
-                seq: 0,
-                token: LlamaToken(t),
-                logits,
-            })
-            .collect()
+    let batch = |range: std::ops::Range<usize>, logits: bool| {
+        BatchToken::run_of(0, tokens[range].iter().map(|&t| LlamaToken(t)), logits)
     };
     let n = tokens.len() - 1;
     session
