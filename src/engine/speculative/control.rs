@@ -275,18 +275,18 @@ impl Controller {
     /// through the nearest size measured (now, else earlier); else a guess shaped like
     /// measurements on a 2-core CPU (two tokens cost one, each further token a quarter).
     fn verify_cost(&self, n: usize) -> f64 {
-        let measured: Vec<Option<f64>> = match self.plain_secs {
-            Some(p) => self.verify_secs.iter().map(|v| v.map(|v| v / p)).collect(),
-            None => Vec::new(),
-        };
-        for costs in [&measured, &self.prior.verify] {
-            if let Some(v) = costs.get(n).copied().flatten() {
-                return v.max(0.5);
-            }
+        let measured =
+            |m: usize| Some(self.verify_secs.get(m).copied().flatten()? / self.plain_secs?);
+        let earlier = |m: usize| self.prior.verify.get(m).copied().flatten();
+        let sources: [&dyn Fn(usize) -> Option<f64>; 2] = [&measured, &earlier];
+        if let Some(v) = sources.iter().find_map(|cost| cost(n)) {
+            return v.max(0.5);
         }
-        for costs in [&measured, &self.prior.verify] {
-            let nearest = (2..costs.len())
-                .filter_map(|m| Some((m, costs[m]?)))
+        let sizes = 2..self.verify_secs.len().max(self.prior.verify.len());
+        for cost in sources {
+            let nearest = sizes
+                .clone()
+                .filter_map(|m| Some((m, cost(m)?)))
                 .min_by_key(|&(m, _)| m.abs_diff(n));
             if let Some((m, v)) = nearest {
                 return (1.0 + (v - 1.0) * (n - 1) as f64 / (m - 1) as f64).max(0.5);
