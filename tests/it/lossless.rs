@@ -30,6 +30,10 @@ Again, the same fruits: apple, banana, cherry,";
 /// in a batch of another shape.
 const GEMMA3_NEAR_TIE: f32 = 0.5;
 
+/// Gap between full depth's two best logits under which a sequence whose cells sit out of
+/// position order (several sequences drafting in one cache) may choose either token.
+const OUT_OF_ORDER_NEAR_TIE: f32 = 0.5;
+
 /// Prompts for plain continuation (no chat template needed).
 const PLAIN_PROMPTS: [&str; 3] = [
     PROMPT,
@@ -138,12 +142,13 @@ fn assert_same(
 
 /// Greedy lossless output of every drafter equals plain full depth's, one sequence at a
 /// time and all together; with a `tolerance` above 0, they may part at a near-tie closer
-/// than that (in logits).
+/// than that (in logits), and all together at one closer than `batch_tolerance`.
 fn greedy_equals_full_depth(
     model: &Model,
     prompts: &[Vec<LlamaToken>],
     draft_ratio: f64,
     tolerance: f32,
+    batch_tolerance: f32,
 ) {
     let greedy = Sampling::greedy();
     let full = Mask::full(model.n_layer());
@@ -190,7 +195,7 @@ fn greedy_equals_full_depth(
                 got,
                 want,
                 m,
-                tolerance,
+                batch_tolerance,
                 &format!("{drafter:?}, batch of {}", prompts.len()),
             );
         }
@@ -230,9 +235,12 @@ fn smollm2_greedy_lossless_output_equals_full_depth_for_every_drafter() {
     // A prompt past 256 positions: a lone token's cells are no longer split across threads.
     let corpus = Corpus::load(Some(model_path("shakespeare").to_str().unwrap())).unwrap();
     prompts.push(corpus.windows(&model, Slice::Evaluation, 1, 270).unwrap()[0].clone());
-    // SmolLM2's logits are bit-identical across these batch shapes and cache layouts
-    // (the `cache_layout` tests): exact everywhere, at batch 1 and 3.
-    greedy_equals_full_depth(&model, &prompts, 1.5, 0.0);
+    // SmolLM2's logits are bit-identical across these batch shapes (the `cache_layout`
+    // tests): exact, one prompt at a time. All four together, a sequence's cells can come
+    // out of position order, which changes its attention sums in F32's last bits; once in
+    // a while that moves a quantized activation by a step, and a near-tie may part (seen
+    // once at a margin of 0.106).
+    greedy_equals_full_depth(&model, &prompts, 1.5, 0.0, OUT_OF_ORDER_NEAR_TIE);
 }
 
 #[test]
@@ -243,7 +251,7 @@ fn gemma3_greedy_lossless_output_equals_full_depth_for_every_drafter() {
     // on: its logits move by up to 0.65 between batch shapes (measured: one token at a
     // time against 16 in one batch), about 0.13 in the gap between the two best; a gap
     // under 0.5 counts as a near-tie.
-    greedy_equals_full_depth(&model, &prompts, 1.5, GEMMA3_NEAR_TIE);
+    greedy_equals_full_depth(&model, &prompts, 1.5, GEMMA3_NEAR_TIE, GEMMA3_NEAR_TIE);
 }
 
 /// Greedy output of `model` on `prompt` (32 tokens) at full depth, and with `draft`
