@@ -15,6 +15,8 @@
 #   5. ggml-cpu/ops.cpp (a copy per compiled CPU backend): flash attention sums in F32 and
 #      never splits one token's cells across threads, so a row's logits do not depend on
 #      the batch around it or on where its cells sit (docs/DESIGN.md section 2).
+#   6. llama-context.h/.cpp: one graph result per decode shape (graph slots, see
+#      uniskip_hook.h), so shapes that alternate keep their graphs' addresses.
 # A required anchor that is not found stops the configure with the file and the edit.
 
 # This file is included after every project() call (llama.cpp's and ggml's): act once.
@@ -137,7 +139,18 @@ function(uniskip_apply_hook)
             uniskip_edit(_text "${_rel}" "                cur = ggml_geglu_split(ctx0, cur, tmp);\n"
                 "                cur = uniskip_training() ? uniskip_geglu(ctx0, cur, tmp) : ggml_geglu_split(ctx0, cur, tmp);\n"
                 "a differentiable GEGLU in training graphs")
+        elseif(_rel STREQUAL "llama-context.h")
+            uniskip_edit(_text "${_rel}" "    std::array<llm_graph_result_ptr, 2> gf_res_prev;\n"
+                "    // uniskip: one graph result per decode shape (uniskip_hook.h, graph slots)\n    std::array<llm_graph_result_ptr, UNISKIP_GRAPH_SLOTS> gf_res_prev;\n    uniskip_graph_slots uniskip_slots;\n"
+                "one graph result per decode shape")
         elseif(_rel STREQUAL "llama-context.cpp")
+            uniskip_edit(_text "${_rel}"
+                "    auto * res = get_gf_res_prev();\n    auto * gf  = res->get_gf();\n"
+                "    // uniskip: the slot of this micro-batch's shape (uniskip_hook.h, graph slots)\n    const int uniskip_slot = uniskip_slots.pick(uniskip_graph_key(ubatch.n_tokens, ubatch.n_seqs_unq, n_outputs, (uint64_t) gtype));\n    if (!gf_res_prev[uniskip_slot]) {\n        gf_res_prev[uniskip_slot].reset(new llm_graph_result(gf_res_reserve->get_max_nodes()));\n    }\n    auto * res = gf_res_prev[uniskip_slot].get();\n    auto * gf  = res->get_gf();\n"
+                "decode into the graph slot of the micro-batch's shape")
+            uniskip_edit(_text "${_rel}" "        n_reused++;\n"
+                "        n_reused++;\n        uniskip_graph_note_reused();\n"
+                "count reused graphs")
             uniskip_edit(_text "${_rel}"
                 "                    ggml_backend_tensor_set(labels, &onef, (pos_ubatch*labels->ne[0] + labels_sparse[ilabel])*sizeof(float), sizeof(float));\n                }\n"
                 "                    ggml_backend_tensor_set(labels, &onef, (pos_ubatch*labels->ne[0] + labels_sparse[ilabel])*sizeof(float), sizeof(float));\n                }\n                uniskip_soft_labels(labels, pos_ctx + pos_batch, n_ubatch);\n"

@@ -8,6 +8,7 @@
 #include "ggml.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #ifndef UNISKIP_HOOK_REV
 #error "UNISKIP_HOOK_REV must be defined by uniskip.cmake"
@@ -72,6 +73,31 @@ thread_local uint64_t g_soft_rows = 0;
 // (the next block's input in every builder whose blocks end with build_cvec).
 thread_local RowMaskInput * g_input = nullptr;
 thread_local ggml_tensor * g_prev = nullptr;
+
+// Graph slot statistics of the calling thread (uniskip_hook_take_graph_stats).
+thread_local uint64_t g_slot_kept = 0;
+thread_local uint64_t g_slot_new = 0;
+thread_local uint64_t g_graph_reused = 0;
+
+// How many slots are used: UNISKIP_GRAPH_SLOTS, or fewer when the environment variable of
+// that name says so (1 gives every shape the same slot, as llama.cpp does; for comparisons).
+int active_graph_slots() {
+    static const int n = [] {
+        const char * v = std::getenv("UNISKIP_GRAPH_SLOTS");
+        const int asked = v != nullptr ? std::atoi(v) : UNISKIP_GRAPH_SLOTS;
+        return std::clamp(asked, 1, UNISKIP_GRAPH_SLOTS);
+    }();
+    return n;
+}
+
+// FNV-1a, one 64-bit word at a time.
+uint64_t mix(uint64_t h, uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+        h ^= (v >> (8 * i)) & 0xff;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
 } // namespace
 
 bool uniskip_skip_layer(int il) {
@@ -87,6 +113,44 @@ int uniskip_last_active_layer(int n_layer) {
     }
     // A mask that skips every block is refused by the engine; fall back to llama.cpp's rule.
     return n_layer - 1;
+}
+
+int uniskip_graph_slots::pick(uint64_t k) {
+    const int n = active_graph_slots();
+    ++tick;
+    int victim = 0;
+    for (int i = 0; i < n; ++i) {
+        if (last_use[i] != 0 && key[i] == k) {
+            last_use[i] = tick;
+            ++g_slot_kept;
+            return i;
+        }
+        if (last_use[i] < last_use[victim]) {
+            victim = i;
+        }
+    }
+    key[victim] = k;
+    last_use[victim] = tick;
+    ++g_slot_new;
+    return victim;
+}
+
+uint64_t uniskip_graph_key(uint64_t n_tokens, uint64_t n_seqs, uint64_t n_outputs, uint64_t gtype) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = mix(h, n_tokens);
+    h = mix(h, n_seqs);
+    h = mix(h, n_outputs);
+    h = mix(h, gtype);
+    h = mix(h, g_mask.size());
+    for (uint8_t m : g_mask) {
+        h = mix(h, m);
+    }
+    h = mix(h, static_cast<uint64_t>(g_rows.n_positions));
+    return h;
+}
+
+void uniskip_graph_note_reused() {
+    ++g_graph_reused;
 }
 
 std::vector<uint8_t> uniskip_current_mask() {
@@ -225,6 +289,21 @@ uint64_t uniskip_hook_take_consulted(void) {
     const uint64_t n = g_consulted;
     g_consulted = 0;
     return n;
+}
+
+void uniskip_hook_take_graph_stats(uint64_t * kept, uint64_t * new_slot, uint64_t * reused) {
+    if (kept != nullptr) {
+        *kept = g_slot_kept;
+    }
+    if (new_slot != nullptr) {
+        *new_slot = g_slot_new;
+    }
+    if (reused != nullptr) {
+        *reused = g_graph_reused;
+    }
+    g_slot_kept = 0;
+    g_slot_new = 0;
+    g_graph_reused = 0;
 }
 
 // The revision of ffi/ this library was built from, in the symbol's name: the Rust side

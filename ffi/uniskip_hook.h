@@ -56,6 +56,35 @@ ggml_tensor * uniskip_geglu(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b
 // the model against a whole distribution per row (knowledge distillation).
 void uniskip_soft_labels(ggml_tensor * labels, int64_t first_pos, int64_t n_rows);
 
+// Graph slots. llama.cpp keeps the graph of the last decode and reuses it when the next
+// micro-batch has the same shape; a lossless generation alternates between a few shapes (a
+// one-row draft under a mask, a k-row verification at full depth, a one-row plain step), so
+// one remembered graph means a rebuild at every switch, and on CUDA a re-captured CUDA graph
+// (its graphs are keyed by the address of the graph's first node, which one shared graph
+// buffer gives every shape). The edited llama_context keeps one graph result per shape in
+// UNISKIP_GRAPH_SLOTS slots: a shape that comes back finds its own slot, so its nodes sit at
+// the same addresses and the backend's captured graph for it is found again. Within a slot,
+// llama.cpp's own reuse rule (the same shape twice in a row: no rebuild) is unchanged.
+constexpr int UNISKIP_GRAPH_SLOTS = 8;
+
+// Which slot each shape owns, least recently used first to go.
+struct uniskip_graph_slots {
+    uint64_t key[UNISKIP_GRAPH_SLOTS] = {};
+    uint64_t last_use[UNISKIP_GRAPH_SLOTS] = {};
+    uint64_t tick = 0;
+
+    // The slot for the shape `key`: its own when it has one, else the least recently used
+    // (or an unused) one, which it then owns. Counted in the calling thread's statistics.
+    int pick(uint64_t key);
+};
+
+// The shape of a micro-batch as far as graph slots go: its row and sequence counts, its
+// output rows, the graph type and the calling thread's mask (or per-position masks).
+uint64_t uniskip_graph_key(uint64_t n_tokens, uint64_t n_seqs, uint64_t n_outputs, uint64_t gtype);
+
+// Called when llama_context reused the previous graph without building one.
+void uniskip_graph_note_reused();
+
 extern "C" {
 // C API used by the Rust engine.
 
@@ -94,4 +123,10 @@ uint64_t uniskip_hook_take_blended(void);
 // Number of times the calling thread's model builders consulted the hook since the last
 // call, then resets it. Zero after a graph build means the architecture has no hook.
 uint64_t uniskip_hook_take_consulted(void);
+
+// The calling thread's graph statistics since the last call, then resets them: decodes whose
+// shape found its own slot (`kept`), decodes that took a slot from another shape or an unused
+// one (`new_slot`), and decodes that ran the previous graph without building (`reused`).
+// Any of the pointers may be null.
+void uniskip_hook_take_graph_stats(uint64_t * kept, uint64_t * new_slot, uint64_t * reused);
 }

@@ -76,6 +76,24 @@ pub struct ModelInfo {
     pub n_layer: usize,
     /// Vocabulary size.
     pub n_vocab: usize,
+    /// Where its blocks ran: `CPU (haswell)` or `CUDA0 (NVIDIA H200), 30/30 blocks`.
+    pub device: String,
+}
+
+impl ModelInfo {
+    /// The facts of `model`, loaded from `path` whose sha256 is `sha256`.
+    pub fn of(model: &crate::engine::Model, path: &std::path::Path, sha256: String) -> ModelInfo {
+        ModelInfo {
+            name: model.name().to_string(),
+            file: path.display().to_string(),
+            sha256,
+            size_bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+            architecture: model.architecture().to_string(),
+            n_layer: model.n_layer(),
+            n_vocab: model.n_vocab(),
+            device: model.placement().describe(),
+        }
+    }
 }
 
 /// How speed was measured.
@@ -304,10 +322,11 @@ impl Report {
         let s = &self.speed_settings;
         let _ = writeln!(
             out,
-            "{} ({} blocks, {}), {} threads on {}; {}.",
+            "{} ({} blocks, {}) on {}, {} threads on {}; {}.",
             self.model.name,
             self.model.n_layer,
             &self.model.sha256[..12.min(self.model.sha256.len())],
+            self.model.device,
             s.threads,
             self.machine.summary(),
             self.date

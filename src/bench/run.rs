@@ -101,15 +101,7 @@ pub fn run(
     let n_layer = model.n_layer();
     let threads = settings.threads;
     let sha = crate::models::file_sha256(path)?;
-    let model_info = ModelInfo {
-        name: model.name().to_string(),
-        file: path.display().to_string(),
-        sha256: sha.clone(),
-        size_bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
-        architecture: model.architecture().to_string(),
-        n_layer,
-        n_vocab: model.n_vocab(),
-    };
+    let model_info = ModelInfo::of(&model, path, sha.clone());
     if let Some(w) = model.unverified_warning() {
         eprintln!("{w}");
     }

@@ -69,6 +69,7 @@ fn report() -> Report {
             architecture: "llama".into(),
             n_layer: 30,
             n_vocab: 100,
+            device: "CPU (test)".into(),
         },
         speed_settings: SpeedSettings {
             threads: 2,

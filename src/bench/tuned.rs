@@ -5,7 +5,6 @@
 //! same windows; speed of all three is measured in one interleaved run, so the tuned row's
 //! tokens/s can be compared with the untuned row's under the same mask.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -54,19 +53,6 @@ struct TunedRow {
     mask: Mask,
 }
 
-/// The facts of a model file for the report.
-fn model_info(model: &Model, path: &Path, sha256: String) -> ModelInfo {
-    ModelInfo {
-        name: model.name().to_string(),
-        file: path.display().to_string(),
-        sha256,
-        size_bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
-        architecture: model.architecture().to_string(),
-        n_layer: model.n_layer(),
-        n_vocab: model.n_vocab(),
-    }
-}
-
 /// A row's report before anything is measured; the speedup by blocks counts the base
 /// model's blocks (a pruned tuned file has fewer).
 fn row(strategy: String, target: f64, mask: &Mask, base_layers: usize) -> RowReport {
@@ -97,12 +83,12 @@ pub fn run(
     let machine = Machine::current();
     let path = &settings.model_path;
     let threads = settings.threads;
-    let tuned_info = model_info(tuned, path, crate::models::file_sha256(path)?);
+    let tuned_info = ModelInfo::of(tuned, path, crate::models::file_sha256(path)?);
     let base_args = BaseArgs {
         base: settings.base.clone(),
     };
     let (base_path, base) = load_base(tuned, info, path, &base_args, &settings.model_options)?;
-    let base_info = model_info(&base, &base_path, info.base_sha256.to_ascii_lowercase());
+    let base_info = ModelInfo::of(&base, &base_path, info.base_sha256.to_ascii_lowercase());
     let n_layer = base.n_layer();
     eprintln!(
         "{}: {} (base model {})",

@@ -221,7 +221,12 @@ fn stream_reply(
     // What earlier replies and runs measured drafting to cost here; this reply adds to it.
     let threads = setup.context.threads;
     let n_seq = setup.context.n_seq.max(1);
-    let draft_costs = RefCell::new(draft_costs::load(&setup.model_path, threads, n_seq));
+    let draft_costs = RefCell::new(draft_costs::load(
+        &setup.model_path,
+        session.model(),
+        threads,
+        n_seq,
+    ));
     let lossless = track.controls.lossless.is_some();
     let result = generate(
         session,
@@ -277,7 +282,13 @@ fn stream_reply(
         },
     );
     if lossless {
-        draft_costs::store(&setup.model_path, threads, n_seq, &draft_costs.borrow());
+        draft_costs::store(
+            &setup.model_path,
+            session.model(),
+            threads,
+            n_seq,
+            &draft_costs.borrow(),
+        );
     }
     (result, track)
 }

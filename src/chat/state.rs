@@ -279,8 +279,8 @@ impl State {
             .as_ref()
             .map_or(String::new(), |t| format!(" · {t}"));
         format!(
-            "uniskip · {} · {} blocks · {framing}{tuned}",
-            self.info.name, self.info.n_layer
+            "uniskip · {} · {} blocks · {} · {framing}{tuned}",
+            self.info.name, self.info.n_layer, self.info.device
         )
     }
 

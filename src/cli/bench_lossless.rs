@@ -88,7 +88,18 @@ pub struct LosslessBenchArgs {
     /// Never stop at end of text: decode exactly --lossless-tokens per run.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Instead of generating, report what each decode shape of a lossless generation
+    /// costs repeated (raw) and right after the shape before it (what the controller
+    /// sees): verifications of 2..=8 rows, a draft under each --draft-targets mask, and
+    /// the plain step after a round, in plain steps.
+    #[arg(long, requires = "lossless")]
+    pub costs: bool,
 }
+
+/// Verification sizes the cost report measures.
+const COST_VERIFY_ROWS: [usize; 7] = [2, 3, 4, 5, 6, 7, 8];
+/// Prompt positions before every decode of the cost report.
+const COST_PREFIX: usize = 64;
 
 /// Runs the lossless benchmark.
 pub fn run(
@@ -107,6 +118,9 @@ pub fn run(
     let path = model_args.resolve()?;
     let model = Model::load(&path, &model_args.model_options())?;
     let n_layer = model.n_layer();
+    if args.costs {
+        return costs(model_args, args, &model, &machine, rounds, json);
+    }
     let chat = model.has_chat_template();
     let texts: Vec<(String, String)> = if args.prompts.is_empty() {
         CHAT_PROMPTS
@@ -232,5 +246,68 @@ pub fn run(
         write!(stdout, "{}", markdown(&cells))?;
     }
     eprintln!("wall time {}", fmt_duration(started.elapsed()));
+    Ok(())
+}
+
+/// `bench --lossless --costs`: the switch-cost report.
+fn costs(
+    model_args: &ModelArgs,
+    args: &LosslessBenchArgs,
+    model: &Model,
+    machine: &Machine,
+    rounds: u32,
+    json: bool,
+) -> Result<()> {
+    use crate::measure::switch_costs;
+    let n_layer = model.n_layer();
+    let masks = args
+        .draft_targets
+        .iter()
+        .map(|&t| {
+            plan(&StrategySpec::Unified, n_layer, Depth::Ratio(t), 0)
+                .with_context(|| format!("--draft-targets {t}"))
+        })
+        .collect::<Result<Vec<Mask>>>()?;
+    let shapes = switch_costs::lossless_shapes(n_layer, &COST_VERIFY_ROWS, &masks);
+    let corpus = crate::quality::Corpus::load(None)?;
+    let text = corpus
+        .windows(model, crate::quality::Slice::Evaluation, 1, COST_PREFIX + 8)?
+        .remove(0);
+    let context = model_args.context_options(1);
+    let mut session = model.session(&context)?;
+    let mut bar = Progress::new("switch costs");
+    let report = switch_costs::measure(
+        &mut session,
+        &text,
+        COST_PREFIX,
+        &shapes,
+        rounds as usize,
+        2,
+        &mut |done, total| bar.update(done, total, ""),
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "date": utc::timestamp(utc::now()),
+            "machine": machine,
+            "model": model.name(),
+            "device": model.placement(),
+            "threads": context.threads,
+            "prefix": COST_PREFIX,
+            "costs": report,
+        });
+        writeln!(stdout, "{value}")?;
+    } else {
+        writeln!(
+            stdout,
+            "{} ({} blocks) on {}, {} threads, at position {COST_PREFIX}; {}\n",
+            model.name(),
+            n_layer,
+            model.placement().describe(),
+            context.threads,
+            machine.summary(),
+        )?;
+        write!(stdout, "{}", report.markdown())?;
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use crate::engine::{Model, ModelOptions};
+use crate::engine::{Model, ModelOptions, Placement};
 use crate::error::BadInput;
 use crate::quality::Corpus;
 use crate::tokcheck::{self, ReferenceError, Report};
@@ -76,14 +76,30 @@ pub fn run(args: CheckArgs) -> Result<()> {
     let cases = tokcheck::all_cases(&model, &reference, corpus);
     let facts = tokcheck::model_facts(&model)?;
     let report = tokcheck::compare(&model, &reference, facts, &cases, |_| {})?;
+    // Which devices llama.cpp sees, and where `run` would put the blocks by default.
+    let devices = Placement::devices()?;
+    let placement = Placement::planned(-1, model.n_layer())?;
     if args.json {
         println!(
             "{}",
             to_json(&report, &model_path, &tokenizer_path, args.examples)
+                .as_object()
+                .cloned()
+                .map(|mut o| {
+                    o.insert("devices".into(), json!(devices));
+                    o.insert("placement".into(), json!(placement));
+                    serde_json::Value::Object(o)
+                })
+                .unwrap_or_default()
         );
     } else {
         println!("model: {}", model_path.display());
         println!("tokenizer: {}", tokenizer_path.display());
+        println!("devices: {}", devices.join("; "));
+        println!(
+            "blocks run on (default --gpu-layers -1): {}",
+            placement.describe()
+        );
         print!("{}", report.render(args.examples));
     }
     if !report.mismatches.is_empty() {

@@ -178,7 +178,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let draft_model = args.lossless.load_draft_model(&args.model)?;
     let threads = args.model.context_options(n_seq).threads;
     // What earlier runs measured drafting to cost here; this run adds to it.
-    let draft_costs = RefCell::new(draft_costs::load(&path, threads, n_seq));
+    let draft_costs = RefCell::new(draft_costs::load(&path, &model, threads, n_seq));
     let lossless = args
         .lossless
         .config(&args.model, n_seq, draft_model.as_ref())?
@@ -253,7 +253,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     )?;
     if lossless.is_some() {
-        draft_costs::store(&path, threads, n_seq, &draft_costs.borrow());
+        draft_costs::store(&path, &model, threads, n_seq, &draft_costs.borrow());
     }
     let active = first.active_indices();
     let n_steps = active_per_step.len().max(1) as f64;
@@ -289,6 +289,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "decode_tokens_per_s": generation.decode_tokens_per_s(),
             "kv_repair_tokens": generation.repair_tokens,
             "cpu_variant": crate::engine::cpu::variant(),
+            "device": model.placement(),
             "rpc_split": model.rpc_split(),
             "lossless": lossless.is_some(),
             "drafter": lossless.map(|l| l.drafter.name()),
@@ -333,7 +334,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             format!("{}/{} blocks active", first.n_active(), model.n_layer())
         };
         eprintln!(
-            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {} | cpu {}{}",
+            "{depth} (target {:.2}x, {}) | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | kv repair {} tok | {} | {}{}",
             plan.target(),
             plan.spec().strategy().name(),
             generation.prompt_tokens,
@@ -342,7 +343,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             generation.decode_tokens_per_s(),
             generation.repair_tokens,
             describe_stop(generation.stop[0], session.n_ctx()),
-            crate::engine::cpu::variant(),
+            model.placement().describe(),
             if model.rpc_devices().is_empty() {
                 String::new()
             } else {

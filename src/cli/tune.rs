@@ -79,11 +79,16 @@ pub struct TuneArgs {
     /// skipdecode (depth ramping down over 64 generated tokens; prefix recipe only).
     #[arg(long, value_name = "S", default_value = "unified", value_parser = parse_static_strategy)]
     pub strategy: Strategy,
-    /// Tokens to train on (rounded up to whole windows; one window is one optimizer step;
-    /// 0 exports the model untrained, a check of the export path).
+    /// Tokens to train on, at least one window (rounded up to whole windows; one window is
+    /// one optimizer step).
     #[arg(long, value_name = "N", default_value_t = 32_768,
           value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub train_tokens: u64,
+    /// Write the outputs without training (no optimizer step): the tuned file then holds
+    /// the base model's weights under the tuning metadata. A check of the export path, and
+    /// an oracle for tests.
+    #[arg(long, conflicts_with = "train_tokens")]
+    pub export_only: bool,
     /// Training text: distill (the base model's own continuations of corpus prompts) or
     /// corpus (the corpus text itself).
     #[arg(long, value_name = "D", default_value = "distill", value_parser = ["distill", "corpus"])]
@@ -136,6 +141,10 @@ pub struct TuneArgs {
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub eval_windows: u32,
+    /// Layers on the GPU while training and evaluating: -1 = all, 0 = CPU only (as for `run`).
+    #[arg(long, value_name = "N", default_value_t = -1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1..=100_000))]
+    pub gpu_layers: i32,
     /// CPU threads [default: all cores].
     #[arg(short = 't', long, value_name = "T", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -217,6 +226,13 @@ pub fn run(args: TuneArgs) -> Result<()> {
         },
         i32::from,
     );
+    if !args.export_only && args.train_tokens < u64::from(args.window) {
+        return Err(BadInput(format!(
+            "--train-tokens {} is less than one {}-token window: give at least {} (or --export-only to write the file untrained)",
+            args.train_tokens, args.window, args.window
+        ))
+        .into());
+    }
     let (tuned_plan, n_layer) = {
         let model = Model::load(&path, &ModelOptions::default())?;
         let n_layer = model.n_layer();
@@ -277,7 +293,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
         plan: tuned_plan,
         strategy: args.strategy.name().into(),
         speedup: args.speedup,
-        train_tokens: args.train_tokens as usize,
+        train_tokens: if args.export_only {
+            0
+        } else {
+            args.train_tokens as usize
+        },
         window: args.window as usize,
         source: if args.data == "corpus" {
             DataSource::Corpus
@@ -291,6 +311,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         prune: args.prune,
         resume: args.resume,
         threads,
+        gpu_layers: args.gpu_layers,
         learning_rate: args.lr,
         eval_windows: args.eval_windows as usize,
         seed: args.seed,

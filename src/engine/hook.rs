@@ -20,6 +20,7 @@ unsafe extern "C" {
     fn uniskip_hook_set_soft_labels(probs: *const f32, n_vocab: i32, n_positions: i32);
     fn uniskip_hook_take_soft_rows() -> u64;
     fn uniskip_hook_set_training(on: i32);
+    fn uniskip_hook_take_graph_stats(kept: *mut u64, new_slot: *mut u64, reused: *mut u64);
 }
 
 /// Sets the calling thread's skip mask for as long as it lives; clears it on drop.
@@ -155,6 +156,29 @@ pub(crate) fn take_blended() -> u64 {
 pub(crate) fn take_consulted() -> u64 {
     // SAFETY: no arguments; reads and resets thread-local state.
     unsafe { uniskip_hook_take_consulted() }
+}
+
+/// What llama.cpp did with its graphs for the decodes on this thread since the last call
+/// (ffi/uniskip_hook.h, graph slots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphStats {
+    /// Decodes whose shape (rows, sequences, outputs, mask) found the graph slot it had
+    /// before: its graph keeps its addresses, so a GPU backend finds its captured graph again.
+    pub kept: u64,
+    /// Decodes whose shape took a slot from another shape (or an unused one).
+    pub new_slot: u64,
+    /// Decodes that ran the previous graph as it was, without building one.
+    pub reused: u64,
+}
+
+/// Takes (reads and resets) this thread's graph statistics.
+pub fn take_graph_stats() -> GraphStats {
+    let mut stats = GraphStats::default();
+    // SAFETY: three valid pointers to u64s that live across the call; the callee writes them.
+    unsafe {
+        uniskip_hook_take_graph_stats(&mut stats.kept, &mut stats.new_slot, &mut stats.reused)
+    };
+    stats
 }
 
 /// Proves at link time, and reports at run time, that llama.cpp carries this revision of

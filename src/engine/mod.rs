@@ -32,7 +32,9 @@ pub use generate::{
 pub use kv::SeqLedger;
 pub use llama_cpp_2::token::LlamaToken;
 pub use metadata::{MetaValue, write_with_metadata};
-pub use model::{ChatMessage, ContextOptions, Model, ModelOptions, VERIFIED_ARCHITECTURES};
+pub use model::{
+    ChatMessage, ContextOptions, Model, ModelOptions, Placement, VERIFIED_ARCHITECTURES,
+};
 pub use prune::write_pruned_model;
 pub use session::{BatchToken, RepairStats, Session};
 pub use speculative::{Drafter, ForcedRow, Lossless, Observer, SpeculationStats};

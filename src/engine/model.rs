@@ -22,8 +22,9 @@ const RPC_ALL_LAYERS: u32 = 9999;
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOptions {
-    /// Layers to offload to a GPU backend (0 = CPU only).
-    pub gpu_layers: u32,
+    /// Layers to offload to a GPU backend: 0 = CPU only, negative = all of them (llama.cpp's
+    /// own default). Without a GPU backend every layer stays on the CPU whatever this says.
+    pub gpu_layers: i32,
     /// RPC servers (`host:port`) to offload every block to, split as llama.cpp splits them;
     /// empty: run here.
     pub rpc: Vec<String>,
@@ -93,6 +94,121 @@ pub struct Model {
     name: String,
     n_layer: usize,
     rpc_devices: Vec<super::rpc::RpcDevice>,
+    placement: Placement,
+}
+
+/// Where a loaded model's blocks run: the device that holds them and how many it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// The backend holding the offloaded blocks (`CUDA`, `Vulkan`, `Metal`, `RPC`), or `CPU`.
+    pub backend: String,
+    /// The device's name and description (`CUDA0 (NVIDIA H200)`), or the CPU code in use.
+    pub device: String,
+    /// Blocks on that device (0 when everything runs on the CPU).
+    pub gpu_blocks: usize,
+    /// Blocks in the model.
+    pub n_layer: usize,
+    /// Whether the output head runs on the device too (llama.cpp offloads it last).
+    pub output_on_device: bool,
+}
+
+impl Placement {
+    /// What llama.cpp does with `gpu_layers` (negative: all) for a model of `n_layer` blocks:
+    /// it offloads the last blocks, then the output head, to the first GPU device when there
+    /// is one; to the RPC servers when the model went there.
+    fn of(gpu_layers: i32, n_layer: usize, rpc: &[super::rpc::RpcDevice]) -> Placement {
+        if !rpc.is_empty() {
+            return Placement {
+                backend: "RPC".into(),
+                device: format!("{} RPC server(s)", rpc.len()),
+                gpu_blocks: n_layer,
+                n_layer,
+                output_on_device: true,
+            };
+        }
+        let gpu = llama_cpp_2::list_llama_ggml_backend_devices()
+            .into_iter()
+            .find(|d| {
+                matches!(
+                    d.device_type,
+                    llama_cpp_2::LlamaBackendDeviceType::Gpu
+                        | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
+                )
+            });
+        let asked = usize::try_from(gpu_layers).unwrap_or(usize::MAX);
+        match gpu {
+            Some(dev) if asked > 0 => Placement {
+                backend: dev.backend.clone(),
+                device: format!("{} ({})", dev.name, dev.description),
+                gpu_blocks: asked.min(n_layer),
+                n_layer,
+                output_on_device: asked > n_layer,
+            },
+            _ => Placement {
+                backend: "CPU".into(),
+                device: format!("CPU ({})", super::cpu::variant()),
+                gpu_blocks: 0,
+                n_layer,
+                output_on_device: false,
+            },
+        }
+    }
+
+    /// Where a model of `n_layer` blocks loaded here with `gpu_layers` (negative: all) would
+    /// run.
+    pub fn planned(gpu_layers: i32, n_layer: usize) -> Result<Placement> {
+        backend()?;
+        Ok(Placement::of(gpu_layers, n_layer, &[]))
+    }
+
+    /// Every device llama.cpp can use here, one line each: `CPU: ...`, `CUDA0: NVIDIA H200,
+    /// 139.8 GiB free of 139.8`.
+    pub fn devices() -> Result<Vec<String>> {
+        backend()?;
+        Ok(llama_cpp_2::list_llama_ggml_backend_devices()
+            .into_iter()
+            .map(|d| {
+                let gib = |b: usize| b as f64 / f64::from(1u32 << 30);
+                format!(
+                    "{} ({}): {}, {:.1} GiB free of {:.1}",
+                    d.name,
+                    d.backend,
+                    d.description,
+                    gib(d.memory_free),
+                    gib(d.memory_total)
+                )
+            })
+            .collect())
+    }
+
+    /// One line for summaries and titles: `CUDA0 (NVIDIA H200), 30/30 blocks` or
+    /// `CPU (haswell)`.
+    pub fn describe(&self) -> String {
+        if self.gpu_blocks == 0 {
+            self.device.clone()
+        } else {
+            format!(
+                "{}, {}/{} blocks{}",
+                self.device,
+                self.gpu_blocks,
+                self.n_layer,
+                if self.output_on_device {
+                    " + output"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+
+    /// A short tag for cache keys: `cpu`, or the backend and block count (`cuda30`).
+    pub fn tag(&self) -> String {
+        if self.gpu_blocks == 0 {
+            "cpu".into()
+        } else {
+            format!("{}{}", self.backend.to_lowercase(), self.gpu_blocks)
+        }
+    }
 }
 
 impl Model {
@@ -103,7 +219,8 @@ impl Model {
         // llama.cpp aborts or allocates without bound on some malformed files: check the
         // structure ourselves first, so a bad file is one clear error.
         crate::gguf::validate_file(path)?;
-        let mut params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+        let gpu_layers = u32::try_from(options.gpu_layers).unwrap_or(u32::MAX);
+        let mut params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let rpc_devices = if options.rpc.is_empty() {
             Vec::new()
         } else {
@@ -130,12 +247,14 @@ impl Model {
                 .unwrap_or_default()
         });
         let n_layer = model.n_layer() as usize;
+        let placement = Placement::of(options.gpu_layers, n_layer, &rpc_devices);
         Ok(Model {
             model,
             arch,
             name,
             n_layer,
             rpc_devices,
+            placement,
         })
     }
 
@@ -147,6 +266,11 @@ impl Model {
     /// One line per RPC server: the blocks it holds (empty when the model runs here).
     pub fn rpc_split(&self) -> Vec<String> {
         super::rpc::describe_split(&self.rpc_devices, self.n_layer)
+    }
+
+    /// Where the model's blocks run.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// The number of blocks (L).

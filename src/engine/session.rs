@@ -57,6 +57,7 @@ pub struct Session<'m> {
     hook_seen: bool,
     repair: RepairStats,
     graph_builds: u64,
+    graph_slots: hook::GraphStats,
 }
 
 impl<'m> Session<'m> {
@@ -76,6 +77,7 @@ impl<'m> Session<'m> {
             hook_seen,
             repair: RepairStats::default(),
             graph_builds: 0,
+            graph_slots: hook::GraphStats::default(),
         }
     }
 
@@ -133,6 +135,13 @@ impl<'m> Session<'m> {
     /// Counted through the hook, so only for architectures that carry it.
     pub fn graph_builds(&self) -> u64 {
         self.graph_builds
+    }
+
+    /// What llama.cpp did with its graphs over this session's decodes: how often a batch's
+    /// shape found its own graph slot, took another's, or ran the previous graph unchanged
+    /// (ffi/uniskip_hook.h, graph slots).
+    pub fn graph_slots(&self) -> hook::GraphStats {
+        self.graph_slots
     }
 
     /// The underlying context (for samplers).
@@ -289,7 +298,12 @@ impl<'m> Session<'m> {
         let result = {
             let _mask = MaskGuard::set(bytes);
             hook::take_consulted();
+            hook::take_graph_stats();
             let r = self.ctx.decode(&mut self.batch);
+            let slots = hook::take_graph_stats();
+            self.graph_slots.kept += slots.kept;
+            self.graph_slots.new_slot += slots.new_slot;
+            self.graph_slots.reused += slots.reused;
             // A hooked builder consults the hook once per block: a count above zero means
             // llama.cpp built a new graph for this batch instead of reusing the last one.
             if hook::take_consulted() > 0 {

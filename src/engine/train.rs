@@ -71,6 +71,9 @@ pub struct TrainerOptions {
     pub trainable_blocks: Vec<usize>,
     /// Whether the final norm before the output head is trained too.
     pub train_output_norm: bool,
+    /// Layers on the GPU, as [`super::ModelOptions::gpu_layers`] (negative: all; without a
+    /// GPU backend everything stays on the CPU): the training graphs run where inference's do.
+    pub gpu_layers: i32,
 }
 
 /// Optimizer settings read by llama.cpp before each optimizer step.
@@ -190,7 +193,7 @@ impl Trainer {
         // SAFETY: default params, plain fields set; the path outlives the call.
         let model = unsafe {
             let mut params = sys::llama_model_default_params();
-            params.n_gpu_layers = 0;
+            params.n_gpu_layers = options.gpu_layers;
             // Weights are updated in place: a read-only mapping would fault.
             params.load_mode = sys::LLAMA_LOAD_MODE_NONE;
             sys::llama_model_load_from_file(path_c.as_ptr(), params)

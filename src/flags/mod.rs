@@ -27,9 +27,12 @@ pub struct ModelArgs {
     #[arg(short = 'c', long = "ctx", value_name = "C", default_value_t = 2048,
           value_parser = clap::value_parser!(u32).range(16..=262_144))]
     pub ctx: u32,
-    /// Layers to offload to the GPU (builds with --features cuda, metal or vulkan).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub gpu_layers: u32,
+    /// Layers to offload to a GPU: -1 = all (as llama.cpp does), 0 = keep everything on the
+    /// CPU. Needs a GPU backend: `just cuda` builds CUDA's beside the binary, or build with
+    /// --features cuda, metal or vulkan; without one everything runs on the CPU.
+    #[arg(long, value_name = "N", default_value_t = -1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1..=100_000))]
+    pub gpu_layers: i32,
     /// Offload every block to these `uniskip rpc-server`s (HOST:PORT, comma-separated),
     /// split by their free memory as llama.cpp does. Trusted networks only: the protocol
     /// has no authentication.

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::probe::{cache_file, write_best_effort};
+use crate::engine::Model;
 use crate::engine::speculative::DraftCosts;
 
 #[derive(Serialize, Deserialize)]
@@ -17,15 +18,18 @@ struct Cached {
     costs: DraftCosts,
 }
 
-fn setting(threads: i32, n_seq: u32) -> String {
-    format!("t{threads}-b{n_seq}")
+/// The setting the costs belong to: where the model runs (the CPU, or a GPU with so many
+/// blocks), threads and sequences. Costs are properties of the machine, and a CPU and a GPU
+/// differ by far more than any text does.
+fn setting(model: &Model, threads: i32, n_seq: u32) -> String {
+    format!("{}-t{threads}-b{n_seq}", model.placement().tag())
 }
 
-/// The costs measured for `model_file` at `threads` threads and `n_seq` sequences, or
-/// none known (also when the file, the build or the setting changed).
-pub fn load(model_file: &Path, threads: i32, n_seq: u32) -> DraftCosts {
+/// The costs measured for `model_file` (loaded as `model`) at `threads` threads and `n_seq`
+/// sequences, or none known (also when the file, the build or the setting changed).
+pub fn load(model_file: &Path, model: &Model, threads: i32, n_seq: u32) -> DraftCosts {
     let read = || -> Option<DraftCosts> {
-        let (path, key) = cache_file(model_file, &setting(threads, n_seq), "draft")?;
+        let (path, key) = cache_file(model_file, &setting(model, threads, n_seq), "draft")?;
         let cached: Cached = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         (cached.key == key).then_some(cached.costs)
     };
@@ -34,8 +38,8 @@ pub fn load(model_file: &Path, threads: i32, n_seq: u32) -> DraftCosts {
 
 /// Remembers `costs` (best effort: a cache that cannot be written only costs some
 /// drafting rounds next time).
-pub fn store(model_file: &Path, threads: i32, n_seq: u32, costs: &DraftCosts) {
-    let Some((path, key)) = cache_file(model_file, &setting(threads, n_seq), "draft") else {
+pub fn store(model_file: &Path, model: &Model, threads: i32, n_seq: u32, costs: &DraftCosts) {
+    let Some((path, key)) = cache_file(model_file, &setting(model, threads, n_seq), "draft") else {
         return;
     };
     let value = Cached {

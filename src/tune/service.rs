@@ -20,6 +20,16 @@ use crate::error::BadInput;
 use crate::quality::{Corpus, QualitySummary};
 use crate::skip::Plan;
 
+impl TuneSettings {
+    /// How every model of the run is loaded: where its blocks go.
+    fn model_options(&self) -> ModelOptions {
+        ModelOptions {
+            gpu_layers: self.gpu_layers,
+            ..ModelOptions::default()
+        }
+    }
+}
+
 /// What to tune and how.
 #[derive(Debug, Clone)]
 pub struct TuneSettings {
@@ -54,6 +64,8 @@ pub struct TuneSettings {
     pub resume: bool,
     /// CPU threads.
     pub threads: i32,
+    /// Layers on the GPU (negative: all), for training and for every model it loads.
+    pub gpu_layers: i32,
     /// Peak learning rate (AdamW).
     pub learning_rate: f64,
     /// Held-out windows evaluated before and after.
@@ -211,7 +223,7 @@ pub fn tune(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Outcome> {
-    let base = Model::load(&settings.model, &ModelOptions::default())?;
+    let base = Model::load(&settings.model, &settings.model_options())?;
     if !TRAINABLE_ARCHITECTURES.contains(&base.architecture()) {
         return Err(bad(format!(
             "{} is a {} model, and llama.cpp's training (as pinned) may lack a backward pass for an operation its graph uses; tune trains {} models",
@@ -389,6 +401,7 @@ pub fn tune(
             threads: settings.threads,
             trainable_blocks: trained_blocks(&settings.plan),
             train_output_norm: true,
+            gpu_layers: settings.gpu_layers,
         },
     )?;
     if state.step == 0 {
@@ -490,7 +503,7 @@ pub fn tune(
     let plan = &settings.plan;
     let untuned_masked_prefix = reference.score(&base, plan, Prefix::Masked, settings.threads)?;
     let untuned_full_prefix = reference.score(&base, plan, Prefix::Full, settings.threads)?;
-    let tuned_model = Model::load(&settings.out, &ModelOptions::default())?;
+    let tuned_model = Model::load(&settings.out, &settings.model_options())?;
     // A pruned file holds only the kept blocks: all of them run.
     let tuned_plan = if settings.prune {
         Plan::full(tuned_model.n_layer())
@@ -504,7 +517,7 @@ pub fn tune(
     drop(tuned_model);
     let tuned_f32_full_prefix = match &out_f32 {
         Some(path) => {
-            let f32_model = Model::load(path, &ModelOptions::default())?;
+            let f32_model = Model::load(path, &settings.model_options())?;
             Some(reference.score(&f32_model, plan, Prefix::Full, settings.threads)?)
         }
         None => None,

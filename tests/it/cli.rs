@@ -98,6 +98,48 @@ fn run_json_reports_what_was_run_and_what_it_cost() {
 }
 
 #[test]
+fn gpu_layers_takes_minus_one_for_all_and_names_where_the_blocks_ran() {
+    let v = json(&uniskip(&[
+        "run",
+        "-p",
+        "The capital of France is",
+        "-n",
+        "2",
+        "--threads",
+        "2",
+        "--gpu-layers",
+        "-1",
+        "--json",
+    ]));
+    let device = &v["device"];
+    assert_eq!(device["n_layer"], 30, "{v}");
+    // The blocks are on a GPU exactly when the build loaded a GPU backend that found one.
+    match device["backend"].as_str().unwrap() {
+        "CPU" => assert_eq!(device["gpu_blocks"], 0, "{device}"),
+        _ => assert_eq!(device["gpu_blocks"], 30, "{device}"),
+    }
+    let cpu = json(&uniskip(&[
+        "run",
+        "-p",
+        "The capital of France is",
+        "-n",
+        "2",
+        "--threads",
+        "2",
+        "--gpu-layers",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(cpu["device"]["backend"], "CPU", "{cpu}");
+    assert_eq!(cpu["device"]["gpu_blocks"], 0);
+    // Below -1 is not a layer count: one line, exit 2, naming the range.
+    let out = uniskip(&["run", "-p", "x", "--gpu-layers", "-5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("-1"), "{err}");
+}
+
+#[test]
 fn run_streams_text_and_prints_a_summary_line() {
     let out = uniskip(&[
         "run",

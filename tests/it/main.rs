@@ -10,6 +10,7 @@ mod calibrate;
 mod chat;
 mod cli;
 mod gemma3;
+mod graph_slots;
 mod hook_oracles;
 mod hostile_input;
 mod interrupt;

@@ -285,7 +285,7 @@ fn an_untrained_export_writes_what_the_source_writes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("zero.gguf");
     let report = json(
-        &tune_command(&out, &["--train-tokens", "0", "--f32", "--prune"])
+        &tune_command(&out, &["--export-only", "--f32", "--prune"])
             .output()
             .unwrap(),
     );
@@ -380,6 +380,9 @@ fn bad_tune_flags_exit_2_with_one_line() {
             o,
         ],
         vec!["tune", "--speedup", "1.5", "--recipe", "halfway", "-o", o],
+        // A budget under one window trains nothing: `--export-only` says so on purpose.
+        vec!["tune", "--speedup", "1.5", "--train-tokens", "0", "-o", o],
+        vec!["tune", "--speedup", "1.5", "--train-tokens", "255", "-o", o],
         vec![
             "tune",
             "-m",

@@ -2,7 +2,7 @@
 //! `chat` apply the mask it was tuned for without skip flags, and measure its quality
 //! against the model it was tuned from.
 //!
-//! The oracle: with `--train-tokens 0` the tuned file holds the base model's weights, so
+//! The oracle: with `--export-only` the tuned file holds the base model's weights, so
 //! every number measured on it under its mask must be the base model's under that mask.
 
 use std::io::Write;
@@ -32,7 +32,7 @@ fn untrained_pruned_file() -> &'static Path {
 
 fn untrained(name: &str, extra: &[&str]) -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let mut args = vec!["--train-tokens", "0"];
+    let mut args = vec!["--export-only"];
     args.extend(extra);
     let report = json(&tune_command(&out, &args).output().unwrap());
     assert_eq!(report["tuned"]["kept_blocks"].as_array().unwrap().len(), 20);

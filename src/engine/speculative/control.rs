@@ -75,6 +75,11 @@ const FIRST_PAUSE: usize = 32;
 const MAX_PAUSE: usize = 1024;
 /// A plain step is taken at least this often, so the plain rate follows the machine.
 const PLAIN_REFRESH: usize = 64;
+/// Runs of a decode shape (a verification size, a drafter's draft step, the plain step, the
+/// plain step right after a round) whose time is not taken as its cost: the first builds the
+/// shape's graph, and a GPU backend runs a new graph once directly and captures it on the
+/// second. Costs measured on them would be one-time costs charged for good.
+const COLD_RUNS: u32 = 2;
 
 /// Decayed sums of produced tokens and time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -147,6 +152,27 @@ pub struct Controller {
     steps: usize,
     last_plain: usize,
     pauses: u64,
+    /// Runs seen per shape, to leave out the cold ones ([`COLD_RUNS`]).
+    seen: Seen,
+    /// Whether the round under way ran a cold shape: its time says nothing of the drafter.
+    cold_round: bool,
+}
+
+/// How many times each decode shape ran in this generation.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    plain: u32,
+    after_round: u32,
+    verify: Vec<u32>,
+    draft: [u32; 3],
+}
+
+impl Seen {
+    /// Counts one run; true while the shape is still cold.
+    fn cold(count: &mut u32) -> bool {
+        *count += 1;
+        *count <= COLD_RUNS
+    }
 }
 
 /// An earlier generation's costs as the controller uses them.
@@ -181,6 +207,11 @@ impl Controller {
             steps: 0,
             last_plain: 0,
             pauses: 0,
+            seen: Seen {
+                verify: vec![0; draft_max.max(1) + 2],
+                ..Seen::default()
+            },
+            cold_round: false,
         }
     }
 
@@ -210,6 +241,7 @@ impl Controller {
     pub fn mask_changed(&mut self, prior: Option<f64>) {
         self.drafters[Kind::Mask.index()] = DrafterState::new(0.5);
         self.prior.draft[Kind::Mask.index()] = prior;
+        self.seen.draft[Kind::Mask.index()] = 0;
         if self.costs_known(Kind::Mask) && self.ceiling(Kind::Mask) < 1.0 {
             self.pause_for_at_least(Kind::Mask, HOPELESS_PAUSE);
         }
@@ -374,9 +406,12 @@ impl Controller {
         if let (Some(kind), Some(p)) = (self.after_round.take(), self.plain_secs) {
             // The first plain step after a drafting round pays for switching back: its
             // surplus is the round's cost, and the plain estimates keep a plain step's.
-            let surplus = (secs - p).max(0.0);
-            self.switch_secs = blend(self.switch_secs, surplus);
-            self.drafters[kind.index()].rate.secs += surplus;
+            // (Not while that switch is still cold: its surplus is a one-time cost.)
+            if !Seen::cold(&mut self.seen.after_round) {
+                let surplus = (secs - p).max(0.0);
+                self.switch_secs = blend(self.switch_secs, surplus);
+                self.drafters[kind.index()].rate.secs += surplus;
+            }
             self.steps += 1;
             self.last_plain = self.steps;
             self.plain
@@ -385,18 +420,31 @@ impl Controller {
         }
         self.steps += 1;
         self.last_plain = self.steps;
+        if Seen::cold(&mut self.seen.plain) {
+            return;
+        }
         self.plain.add(tokens as f64, time);
         self.plain_secs = blend(self.plain_secs, time.as_secs_f64());
     }
 
     /// Records one draft decode of `kind` that took `time`.
     pub fn draft_step(&mut self, kind: Kind, time: Duration) {
+        if Seen::cold(&mut self.seen.draft[kind.index()]) {
+            self.cold_round = true;
+            return;
+        }
         let d = &mut self.drafters[kind.index()];
         d.draft_secs = blend(d.draft_secs, time.as_secs_f64());
     }
 
     /// Records a verification of `n` tokens per sequence that took `time`.
     pub fn verify_step(&mut self, n: usize, time: Duration) {
+        if let Some(count) = self.seen.verify.get_mut(n)
+            && Seen::cold(count)
+        {
+            self.cold_round = true;
+            return;
+        }
         if let Some(slot) = self.verify_secs.get_mut(n) {
             *slot = blend(*slot, time.as_secs_f64());
         }
@@ -417,6 +465,10 @@ impl Controller {
     pub fn round(&mut self, kind: Kind, tokens: usize, time: Duration) {
         self.steps += 1;
         self.after_round = Some(kind);
+        if std::mem::take(&mut self.cold_round) {
+            // A round that ran a cold shape measured a one-time cost, not the drafter.
+            return;
+        }
         let plain = self.plain.per_s();
         let d = &mut self.drafters[kind.index()];
         d.rate.add(tokens as f64, time);
@@ -473,6 +525,52 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A controller past every shape's cold runs: what the tests below describe is the
+    /// steady state.
+    fn warmed(draft_max: usize) -> Controller {
+        let mut c = Controller::new(draft_max);
+        c.seen.plain = COLD_RUNS;
+        c.seen.after_round = COLD_RUNS;
+        c.seen.draft = [COLD_RUNS; 3];
+        c.seen.verify.fill(COLD_RUNS);
+        c
+    }
+
+    #[test]
+    fn the_cold_runs_of_a_shape_are_not_taken_as_its_cost() {
+        let mut c = Controller::new(4);
+        // Building and capturing graphs: the first runs of each shape are slow.
+        for _ in 0..COLD_RUNS {
+            c.plain_step(1, 50 * MS);
+        }
+        assert!(c.wants_plain(), "no plain cost measured yet");
+        c.plain_step(1, 10 * MS);
+        assert!(!c.wants_plain());
+        for _ in 0..COLD_RUNS {
+            c.verify_step(2, 150 * MS);
+            c.draft_step(Kind::Mask, 90 * MS);
+            c.acceptance_seen(Kind::Mask, 1, 1);
+            c.round(Kind::Mask, 2, 240 * MS);
+            c.plain_step(1, 100 * MS);
+        }
+        assert!(!c.is_paused(Kind::Mask), "cold rounds rule nothing out");
+        assert_eq!(
+            c.measured_speedup(Kind::Mask),
+            None,
+            "nor count in its rate"
+        );
+        assert!((c.switch_cost() - 0.0).abs() < 1e-12);
+        // Warm: a 2-row verification at 11 ms and a draft at 5 ms are the costs.
+        c.verify_step(2, 11 * MS);
+        c.draft_step(Kind::Mask, 5 * MS);
+        assert!(
+            (c.verify_cost(2) - 1.1).abs() < 1e-9,
+            "{}",
+            c.verify_cost(2)
+        );
+        assert!((c.draft_cost(Kind::Mask) - 0.5).abs() < 1e-9);
+    }
+
     #[test]
     fn the_first_step_is_plain_to_measure_the_baseline() {
         let c = Controller::new(8);
@@ -482,14 +580,14 @@ mod tests {
 
     #[test]
     fn high_acceptance_drafts_longer_than_low() {
-        let mut c = Controller::new(8);
+        let mut c = warmed(8);
         c.plain_step(1, 10 * MS);
         for _ in 0..20 {
             c.acceptance_seen(Kind::Lookup, 4, 4);
             c.round(Kind::Lookup, 5, 20 * MS);
         }
         let long = c.draft_len(Kind::Lookup, 8);
-        let mut c = Controller::new(8);
+        let mut c = warmed(8);
         c.plain_step(1, 10 * MS);
         for _ in 0..20 {
             c.acceptance_seen(Kind::Lookup, 4, 0);
@@ -501,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_drafter_slower_than_plain_steps_pauses_then_probes_again() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         // Each round: 1 token in 20 ms, while a plain step gives 1 in 10 ms.
         for _ in 0..MIN_ROUNDS {
@@ -520,7 +618,7 @@ mod tests {
 
     #[test]
     fn a_drafter_that_cannot_win_even_at_full_acceptance_stops_after_two_rounds() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         // Drafting costs 8 ms a token and verifying n tokens 10 ms + 6 ms per extra token:
         // with every draft accepted, k drafts give k + 1 tokens in 8k + 10 + 6k ms, never
@@ -546,7 +644,7 @@ mod tests {
 
     #[test]
     fn a_drafter_far_from_paying_stops_after_its_first_round() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         // Drafting costs 9 ms a token and verifying n tokens 10 ms + 9 ms per extra token:
         // the ceiling is about 0.6.
@@ -562,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_cheap_drafter_with_high_acceptance_is_not_stopped_early() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         for _ in 0..MIN_ROUNDS {
             for n in 2..=5 {
@@ -578,7 +676,7 @@ mod tests {
 
     #[test]
     fn the_slow_plain_step_after_a_round_is_charged_to_the_round() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         c.verify_step(2, 14 * MS);
         c.draft_step(Kind::Lookup, Duration::ZERO);
@@ -599,7 +697,7 @@ mod tests {
 
     #[test]
     fn unmeasured_verification_sizes_follow_the_line_through_the_nearest_measured_one() {
-        let mut c = Controller::new(8);
+        let mut c = warmed(8);
         c.plain_step(1, 10 * MS);
         c.verify_step(3, 20 * MS);
         // n = 3 costs 2 steps: a line from (1, 1) through (3, 2) gives 3 at n = 5.
@@ -625,7 +723,7 @@ mod tests {
 
     #[test]
     fn a_drafter_that_earlier_costs_rule_out_does_not_draft_at_all() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         // A draft decode costs 0.8 steps: k drafts give k + 1 tokens in 0.8k + 1 + 0.5k
         // + 0.1 steps, never more than one token per step.
         c.seed(&earlier_costs(15, 0.8), 15);
@@ -644,7 +742,7 @@ mod tests {
 
     #[test]
     fn earlier_costs_of_another_mask_do_not_rule_this_one_out() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.seed(&earlier_costs(15, 0.8), 10);
         c.plain_step(1, 10 * MS);
         assert!(c.draft_len(Kind::Mask, 4) > 0);
@@ -653,7 +751,7 @@ mod tests {
     #[test]
     fn costs_measured_now_are_handed_back_relative_to_a_plain_step() {
         let earlier = earlier_costs(10, 0.3);
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.seed(&earlier, 15);
         c.plain_step(1, 10 * MS);
         c.verify_step(3, 20 * MS);
@@ -671,7 +769,7 @@ mod tests {
 
     #[test]
     fn a_new_mask_forgets_what_the_old_one_measured() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         c.draft_step(Kind::Mask, 9 * MS);
         assert!((c.draft_cost(Kind::Mask) - 0.9).abs() < 1e-9);
@@ -686,7 +784,7 @@ mod tests {
 
     #[test]
     fn a_drafter_faster_than_plain_steps_stays_on() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         for _ in 0..50 {
             c.acceptance_seen(Kind::Lookup, 4, 3);
@@ -698,7 +796,7 @@ mod tests {
 
     #[test]
     fn the_plain_rate_is_refreshed_now_and_then() {
-        let mut c = Controller::new(4);
+        let mut c = warmed(4);
         c.plain_step(1, 10 * MS);
         for _ in 0..PLAIN_REFRESH {
             assert!(!c.wants_plain());

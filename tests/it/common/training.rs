@@ -34,6 +34,7 @@ pub fn trainer(path: &Path, trainable_blocks: Vec<usize>, train_output_norm: boo
             threads: 1,
             trainable_blocks,
             train_output_norm,
+            gpu_layers: 0,
         },
     )
     .expect("trainer")
