@@ -65,7 +65,7 @@ void uniskip_soft_labels(ggml_tensor * labels, int64_t first_pos, int64_t n_rows
 // UNISKIP_GRAPH_SLOTS slots: a shape that comes back finds its own slot, so its nodes sit at
 // the same addresses and the backend's captured graph for it is found again. Within a slot,
 // llama.cpp's own reuse rule (the same shape twice in a row: no rebuild) is unchanged.
-constexpr int UNISKIP_GRAPH_SLOTS = 8;
+constexpr int UNISKIP_GRAPH_SLOTS = 16;
 
 // Which slot each shape owns, least recently used first to go.
 struct uniskip_graph_slots {

@@ -310,6 +310,10 @@ fn reply_stats(generation: &Generation, track: &DepthTrack, n_layer: usize) -> R
         strategy: track.controls.strategy().name().into(),
         mode: track.controls.mode().name().into(),
         lossless_acceptance: generation.speculation.as_ref().map(|s| s.acceptance_rate()),
+        full_depth_tok_s: generation
+            .speculation
+            .as_ref()
+            .and_then(|s| s.plain_tokens_per_s),
     }
 }
 

@@ -93,14 +93,10 @@ fn reply_done(state: &mut State, stats: ReplyStats) {
     }
     state.repair_total.0 += stats.repair_tokens;
     state.repair_total.1 += stats.repair_ms;
-    if state.baseline.is_none()
-        && stats.full_depth()
-        && stats.tokens >= BASELINE_MIN_TOKENS
-        && stats.decode_tok_s > 0.0
-    {
+    if stats.full_depth() && stats.tokens >= BASELINE_MIN_TOKENS && stats.decode_tok_s > 0.0 {
         state.baseline = Some(Baseline {
             tokens_per_s: stats.decode_tok_s,
-            source: BaselineSource::FirstReply,
+            source: BaselineSource::LastReply,
         });
     }
     if let Some(i) = state.streaming_index()

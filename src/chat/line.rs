@@ -174,14 +174,12 @@ fn show_notices(state: &State, shown: &mut usize) {
 /// The stats line printed after each reply: blocks, target and strategy, speed, the
 /// achieved speedup against full depth, repairs, and why it stopped.
 pub fn stats_line(state: &State, stats: &ReplyStats) -> String {
-    let achieved = match state.baseline {
-        Some(b) if b.tokens_per_s > 0.0 => format!(
-            "achieved {:.2}x of {:.1} tok/s full depth ({})",
-            stats.decode_tok_s / b.tokens_per_s,
-            b.tokens_per_s,
-            b.source.label()
+    let achieved = match state.reference_for(stats) {
+        Some((base, source)) => format!(
+            "achieved {:.2}x of {base:.1} tok/s full depth ({source})",
+            stats.decode_tok_s / base,
         ),
-        _ => "achieved — (no full-depth speed yet)".to_owned(),
+        None => "achieved — (no full-depth speed yet)".to_owned(),
     };
     let mut mode = String::new();
     if stats.mode != "layers" {

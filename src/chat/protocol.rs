@@ -46,8 +46,9 @@ impl ModelFacts {
 pub enum BaselineSource {
     /// A short timed decode at start-up (or on request).
     Probe,
-    /// The first reply generated entirely at full depth.
-    FirstReply,
+    /// The last reply generated entirely at full depth (it replaces the probe: it ran at
+    /// a real context length, with the chat drawing its tokens, as replies do).
+    LastReply,
 }
 
 impl BaselineSource {
@@ -55,7 +56,7 @@ impl BaselineSource {
     pub fn label(self) -> &'static str {
         match self {
             BaselineSource::Probe => "probe",
-            BaselineSource::FirstReply => "first full-depth reply",
+            BaselineSource::LastReply => "last full-depth reply",
         }
     }
 }
@@ -101,6 +102,10 @@ pub struct ReplyStats {
     /// Lossless decoding: the share of drafted tokens full depth kept (absent when off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lossless_acceptance: Option<f64>,
+    /// Lossless decoding: tokens per second of the reply's own plain full-depth steps,
+    /// at the same context and under the same load as its drafting rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_depth_tok_s: Option<f64>,
 }
 
 impl ReplyStats {
@@ -231,6 +236,7 @@ impl ReplyStats {
             strategy: "unified".into(),
             mode: "layers".into(),
             lossless_acceptance: None,
+            full_depth_tok_s: None,
         }
     }
 }

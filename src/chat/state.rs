@@ -259,11 +259,27 @@ impl State {
             .map(|s| (s.decode_tok_s, false))
     }
 
-    /// Decode speed over full-depth speed.
+    /// Decode speed over full-depth speed: while a reply streams, against the baseline;
+    /// after it, against [`State::reference_for`] that reply.
     pub fn achieved(&self) -> Option<f64> {
-        let (rate, _) = self.decode_rate()?;
-        let base = self.baseline?.tokens_per_s;
+        let (rate, live) = self.decode_rate()?;
+        let base = match (&self.last_reply, live) {
+            (Some(stats), false) => self.reference_for(stats)?.0,
+            _ => self.baseline?.tokens_per_s,
+        };
         (base > 0.0).then(|| rate / base)
+    }
+
+    /// What a finished reply's speed is compared with, and where that figure comes from: a
+    /// lossless reply's own full-depth steps (same context, same load), else the baseline.
+    pub fn reference_for(&self, stats: &ReplyStats) -> Option<(f64, &'static str)> {
+        match stats.full_depth_tok_s {
+            Some(t) if t > 0.0 => Some((t, "its own full-depth steps")),
+            _ => self
+                .baseline
+                .filter(|b| b.tokens_per_s > 0.0)
+                .map(|b| (b.tokens_per_s, b.source.label())),
+        }
     }
 
     /// The title of the conversation pane.

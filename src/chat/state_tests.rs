@@ -129,7 +129,7 @@ fn reply_done_records_stats_and_counts_repairs() {
 }
 
 #[test]
-fn the_first_full_depth_reply_gives_the_baseline_when_there_was_no_probe() {
+fn every_full_depth_reply_becomes_the_baseline_and_reads_one_x() {
     let mut s = state();
     update(&mut s, Msg::Engine(Event::ReplyDone(stats(20, 20, 180.0))));
     assert_eq!(s.baseline, None, "a skipped reply is no baseline");
@@ -138,12 +138,35 @@ fn the_first_full_depth_reply_gives_the_baseline_when_there_was_no_probe() {
         s.baseline,
         Some(Baseline {
             tokens_per_s: 130.0,
-            source: BaselineSource::FirstReply
+            source: BaselineSource::LastReply
         })
     );
+    assert!((s.achieved().unwrap() - 1.0).abs() < 1e-9);
     update(&mut s, Msg::Engine(Event::ReplyDone(stats(20, 20, 180.0))));
     let achieved = s.achieved().unwrap();
     assert!((achieved - 180.0 / 130.0).abs() < 1e-9);
+    // A later full-depth reply (a longer context, slower) replaces it.
+    update(&mut s, Msg::Engine(Event::ReplyDone(stats(20, 30, 110.0))));
+    assert_eq!(s.baseline.unwrap().tokens_per_s, 110.0);
+    assert!((s.achieved().unwrap() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_lossless_reply_is_compared_with_its_own_full_depth_steps() {
+    let mut s = state();
+    update(
+        &mut s,
+        Msg::Engine(Event::Baseline(Baseline {
+            tokens_per_s: 128.0,
+            source: BaselineSource::Probe,
+        })),
+    );
+    // A lossless reply at 90 tok/s whose plain steps ran at 96 tok/s: it lost 6%.
+    let mut st = stats(20, 30, 90.0);
+    st.lossless_acceptance = Some(0.4);
+    st.full_depth_tok_s = Some(96.0);
+    update(&mut s, Msg::Engine(Event::ReplyDone(st)));
+    assert!((s.achieved().unwrap() - 90.0 / 96.0).abs() < 1e-9);
 }
 
 #[test]

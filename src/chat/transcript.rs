@@ -23,6 +23,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// One line of a transcript file (written with its variant's name as `type`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Records are written and read one at a time: a large variant costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     /// First line: what the conversation was started with.
     Start {
@@ -72,6 +74,7 @@ struct MessageLine {
 }
 
 /// What one line says, for resuming.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     System(Option<String>),
     Message(ChatMessage, Option<ReplyStats>),

@@ -296,6 +296,11 @@ impl Controller {
         Some(d.rate.per_s()? / self.plain.per_s()?)
     }
 
+    /// Tokens per second of plain full-depth steps (decayed), once measured.
+    pub fn plain_tokens_per_s(&self) -> Option<f64> {
+        self.plain.per_s()
+    }
+
     /// Whether the next round should be a plain step regardless of drafts: the first
     /// steps measure the plain rate, and it is refreshed now and then.
     pub fn wants_plain(&self) -> bool {

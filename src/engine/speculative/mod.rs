@@ -237,6 +237,7 @@ impl<'a> Speculator<'a> {
             .iter()
             .filter_map(|&k| self.control.measured_speedup(k))
             .reduce(f64::max);
+        s.plain_tokens_per_s = self.control.plain_tokens_per_s();
         s
     }
 

@@ -42,6 +42,10 @@ pub struct SpeculationStats {
     /// Measured tokens/s of drafting rounds over that of plain full-depth steps in the
     /// same generation (none when one of the two was never seen).
     pub measured_speedup: Option<f64>,
+    /// Tokens per second of this generation's plain full-depth steps (what full depth does
+    /// at the same context and under the same load; none when none was measured).
+    #[serde(default)]
+    pub plain_tokens_per_s: Option<f64>,
 }
 
 impl SpeculationStats {
