@@ -66,3 +66,7 @@ hook-rev:
 # on the same prompts (builds the tools once; see README, "Peers").
 peers *FLAGS: build
     bash scripts/peers.sh run {{FLAGS}}
+
+# Build llama.cpp's CUDA backend module and install it beside the binary (needs nvcc, cmake).
+cuda *FLAGS: build
+    bash scripts/cuda-backend.sh {{FLAGS}}
