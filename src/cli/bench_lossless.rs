@@ -269,10 +269,12 @@ fn costs(
         })
         .collect::<Result<Vec<Mask>>>()?;
     let shapes = switch_costs::lossless_shapes(n_layer, &COST_VERIFY_ROWS, &masks);
-    let corpus = crate::quality::Corpus::load(None)?;
-    let text = corpus
-        .windows(model, crate::quality::Slice::Evaluation, 1, COST_PREFIX + 8)?
-        .remove(0);
+    // Costs do not depend on the text: the probe's sentence, repeated to the length needed
+    // (no corpus to fetch).
+    let mut text = Vec::new();
+    while text.len() < COST_PREFIX + COST_VERIFY_ROWS[COST_VERIFY_ROWS.len() - 1] {
+        text.extend(model.tokenize(crate::measure::PROBE_PROMPT, text.is_empty())?);
+    }
     let context = model_args.context_options(1);
     let mut session = model.session(&context)?;
     let mut bar = Progress::new("switch costs");
