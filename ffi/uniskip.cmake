@@ -15,8 +15,9 @@
 #   5. ggml-cpu/ops.cpp (a copy per compiled CPU backend): flash attention sums in F32 and
 #      never splits one token's cells across threads, so a row's logits do not depend on
 #      the batch around it or on where its cells sit (docs/DESIGN.md section 2).
-#   6. llama-context.h/.cpp: one graph result per decode shape (graph slots, see
-#      uniskip_hook.h), so shapes that alternate keep their graphs' addresses.
+#   6. llama-context.h/.cpp: one graph result and one scheduler per decode shape (graph
+#      slots, see uniskip_hook.h), so shapes that alternate keep their graphs built and
+#      allocated, and a GPU backend keeps its captured graph for each.
 # A required anchor that is not found stops the configure with the file and the edit.
 
 # This file is included after every project() call (llama.cpp's and ggml's): act once.
@@ -141,13 +142,22 @@ function(uniskip_apply_hook)
                 "a differentiable GEGLU in training graphs")
         elseif(_rel STREQUAL "llama-context.h")
             uniskip_edit(_text "${_rel}" "    std::array<llm_graph_result_ptr, 2> gf_res_prev;\n"
-                "    // uniskip: one graph result per decode shape (uniskip_hook.h, graph slots)\n    std::array<llm_graph_result_ptr, UNISKIP_GRAPH_SLOTS> gf_res_prev;\n    uniskip_graph_slots uniskip_slots;\n"
+                "    // uniskip: one graph result per decode shape (uniskip_hook.h, graph slots), each\n    // slot's own scheduler (its graph stays allocated there; `sched` holds the one in use),\n    // whose `sched` holds (-1: the context's own, which the first slot used takes over),\n    // and in which scheduler each slot's graph was last built\n    std::array<llm_graph_result_ptr, UNISKIP_GRAPH_SLOTS> gf_res_prev;\n    uniskip_graph_slots uniskip_slots;\n    std::array<ggml_backend_sched_ptr, UNISKIP_GRAPH_SLOTS> uniskip_sched;\n    int uniskip_sched_owner = -1;\n    std::array<ggml_backend_sched_t, UNISKIP_GRAPH_SLOTS> uniskip_built_in = {};\n"
                 "one graph result per decode shape")
         elseif(_rel STREQUAL "llama-context.cpp")
             uniskip_edit(_text "${_rel}"
                 "    auto * res = get_gf_res_prev();\n    auto * gf  = res->get_gf();\n"
-                "    // uniskip: the slot of this micro-batch's shape (uniskip_hook.h, graph slots)\n    const int uniskip_slot = uniskip_slots.pick(uniskip_graph_key(ubatch.n_tokens, ubatch.n_seqs_unq, n_outputs, (uint64_t) gtype));\n    if (!gf_res_prev[uniskip_slot]) {\n        gf_res_prev[uniskip_slot].reset(new llm_graph_result(gf_res_reserve->get_max_nodes()));\n    }\n    auto * res = gf_res_prev[uniskip_slot].get();\n    auto * gf  = res->get_gf();\n"
+                "    // uniskip: the slot of this micro-batch's shape (uniskip_hook.h, graph slots)\n    const int uniskip_slot = uniskip_slots.pick(uniskip_graph_key(ubatch.n_tokens, ubatch.n_seqs_unq, n_outputs, (uint64_t) gtype));\n    if (!gf_res_prev[uniskip_slot]) {\n        gf_res_prev[uniskip_slot].reset(new llm_graph_result(gf_res_reserve->get_max_nodes()));\n    }\n    auto * res = gf_res_prev[uniskip_slot].get();\n    auto * gf  = res->get_gf();\n    if (uniskip_sched_owner != uniskip_slot) {\n        // uniskip: decode in the slot's own scheduler, where its graph stays allocated\n        if (uniskip_sched_owner >= 0) {\n            ggml_backend_sched_synchronize(sched.get());\n            uniskip_sched[uniskip_sched_owner] = std::move(sched);\n            if (!uniskip_sched[uniskip_slot]) {\n                uniskip_sched[uniskip_slot].reset(ggml_backend_sched_new(backend_ptrs.data(), backend_buft.data(), backend_ptrs.size(), gf_res_reserve->get_max_nodes(), cparams.pipeline_parallel, cparams.op_offload));\n            }\n            sched = std::move(uniskip_sched[uniskip_slot]);\n        }\n        uniskip_sched_owner = uniskip_slot;\n        gf_res_prev_active = uniskip_built_in[uniskip_slot] == sched.get() ? res : nullptr;\n    }\n"
                 "decode into the graph slot of the micro-batch's shape")
+            uniskip_edit(_text "${_rel}" "        gf_res_prev_active = res;\n"
+                "        gf_res_prev_active = res;\n        uniskip_built_in[uniskip_slot] = sched.get();\n"
+                "remember which scheduler holds a slot's graph")
+            uniskip_edit(_text "${_rel}" "            gf_res_prev_active = nullptr;\n            res->reset();\n"
+                "            gf_res_prev_active = nullptr;\n            uniskip_built_in.fill(nullptr);\n            res->reset();\n"
+                "an optimizer graph leaves no slot's graph allocated")
+            uniskip_edit(_text "${_rel}" "    sched.reset(ggml_backend_sched_new(backend_ptrs.data(), backend_buft.data(), backend_ptrs.size(), max_nodes, cparams.pipeline_parallel, cparams.op_offload));\n"
+                "    for (auto & s : uniskip_sched) {\n        s.reset();\n    }\n    uniskip_sched_owner = -1;\n    uniskip_built_in.fill(nullptr);\n    sched.reset(ggml_backend_sched_new(backend_ptrs.data(), backend_buft.data(), backend_ptrs.size(), max_nodes, cparams.pipeline_parallel, cparams.op_offload));\n"
+                "a new reservation drops the slots' schedulers")
             uniskip_edit(_text "${_rel}" "        n_reused++;\n"
                 "        n_reused++;\n        uniskip_graph_note_reused();\n"
                 "count reused graphs")

@@ -61,10 +61,11 @@ void uniskip_soft_labels(ggml_tensor * labels, int64_t first_pos, int64_t n_rows
 // one-row draft under a mask, a k-row verification at full depth, a one-row plain step), so
 // one remembered graph means a rebuild at every switch, and on CUDA a re-captured CUDA graph
 // (its graphs are keyed by the address of the graph's first node, which one shared graph
-// buffer gives every shape). The edited llama_context keeps one graph result per shape in
-// UNISKIP_GRAPH_SLOTS slots: a shape that comes back finds its own slot, so its nodes sit at
-// the same addresses and the backend's captured graph for it is found again. Within a slot,
-// llama.cpp's own reuse rule (the same shape twice in a row: no rebuild) is unchanged.
+// buffer gives every shape). The edited llama_context keeps one graph result and one
+// scheduler per shape in UNISKIP_GRAPH_SLOTS slots: a shape that comes back finds its graph
+// built and allocated in its own scheduler and runs it as it is (llama.cpp's own reuse rule,
+// applied per slot), and a GPU backend finds the device graph it captured for it. Each
+// scheduler holds its own compute buffers, sized for its shape.
 constexpr int UNISKIP_GRAPH_SLOTS = 16;
 
 // Which slot each shape owns, least recently used first to go.

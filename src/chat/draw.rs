@@ -348,7 +348,7 @@ mod tests {
             n_layer: 30,
             template,
             tuned: None,
-            device: "CPU (test)".into(),
+            device: "CPU".into(),
         };
         State::new(info, SkipControls::for_tests(1.5), None, &[])
     }

@@ -12,7 +12,7 @@ fn state() -> State {
         n_layer: 30,
         template: true,
         tuned: None,
-        device: "CPU (test)".into(),
+        device: "CPU".into(),
     };
     State::new(info, SkipControls::for_tests(1.0), None, &[])
 }

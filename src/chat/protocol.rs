@@ -23,7 +23,7 @@ pub struct ModelFacts {
     pub template: bool,
     /// For a tuned file (from `uniskip tune`): `tuned for 1.5x`.
     pub tuned: Option<String>,
-    /// Where the blocks run: `CPU (haswell)` or `CUDA0 (NVIDIA H200), 30/30 blocks`.
+    /// Where the blocks run: `CPU` or `CUDA0 30/30` (blocks on the GPU).
     pub device: String,
 }
 
@@ -36,7 +36,7 @@ impl ModelFacts {
             n_layer: model.n_layer(),
             template: model.has_chat_template(),
             tuned: None,
-            device: model.placement().describe(),
+            device: model.placement().short(),
         }
     }
 }

@@ -294,8 +294,9 @@ impl State {
             .tuned
             .as_ref()
             .map_or(String::new(), |t| format!(" · {t}"));
+        // The device last: a narrow terminal cuts it before the framing.
         format!(
-            "uniskip · {} · {} blocks · {} · {framing}{tuned}",
+            "uniskip · {} · {} blocks · {framing}{tuned} · {}",
             self.info.name, self.info.n_layer, self.info.device
         )
     }

@@ -201,6 +201,16 @@ impl Placement {
         }
     }
 
+    /// A few characters for narrow places (the chat's title): `CPU` or `CUDA0 30/30`.
+    pub fn short(&self) -> String {
+        if self.gpu_blocks == 0 {
+            "CPU".into()
+        } else {
+            let name = self.device.split(' ').next().unwrap_or(&self.backend);
+            format!("{name} {}/{}", self.gpu_blocks, self.n_layer)
+        }
+    }
+
     /// A short tag for cache keys: `cpu`, or the backend and block count (`cuda30`).
     pub fn tag(&self) -> String {
         if self.gpu_blocks == 0 {

@@ -223,7 +223,8 @@ fn run_lossless_keeps_what_drafting_cost_in_the_profile_cache() {
     };
     let profiles = cache.path().join("profiles");
     let stem = model.file_stem().unwrap().to_str().unwrap();
-    let file = profiles.join(format!("draft-{stem}-t2-b1.json"));
+    // Kept per device too: `cpu` here, a GPU backend and its block count there.
+    let file = profiles.join(format!("draft-{stem}-cpu-t2-b1.json"));
 
     run(&[]);
     assert!(!file.exists(), "a plain run keeps no drafting costs");

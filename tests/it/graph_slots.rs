@@ -1,9 +1,9 @@
-//! Graph slots (docs/DESIGN.md section 2, edit 6): llama.cpp keeps one graph result per
-//! decode shape, so a lossless generation that alternates between a one-row draft under a
-//! mask, a k-row verification at full depth and a plain step finds each shape's own graph
-//! slot again. That is what lets a GPU backend find its captured graph for the shape
-//! instead of capturing a new one at every switch; on a machine without a GPU these tests
-//! are what guards it.
+//! Graph slots (docs/DESIGN.md section 2, edit 6): llama.cpp keeps one graph result and one
+//! scheduler per decode shape, so a lossless generation that alternates between a one-row
+//! draft under a mask, a k-row verification at full depth and a plain step finds each
+//! shape's graph built and allocated, and runs it without building. That is also what lets
+//! a GPU backend find its captured graph for the shape instead of capturing a new one at
+//! every switch; on a machine without a GPU these tests are what guards it.
 //!
 //! The oracle: every (mask, rows) shape, decoded after any number of switches, gives logits
 //! bit-identical to the same decode in a fresh context, where its graph is built for the
@@ -115,6 +115,12 @@ fn alternating_decode_shapes_keep_their_graph_slots_and_match_fresh_graphs_bit_f
         "a shape lost its slot to another"
     );
     assert_eq!(total.kept - first.kept, later_decodes);
+    // And each finds its graph built and allocated in its own scheduler: nothing is rebuilt.
+    assert_eq!(
+        total.reused - first.reused,
+        later_decodes,
+        "a shape that came back was rebuilt"
+    );
 }
 
 #[test]
