@@ -212,6 +212,9 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if let Some(w) = model.unverified_warning() {
         state.notice(w);
     }
+    if let Some(w) = model.placement().lossless_warning() {
+        state.notice(w);
+    }
     if let Some(t) = &tuned {
         state.notice(if overrides_tuned(&args.skip) {
             format!("{}; running the skip flags' mask instead", t.describe())

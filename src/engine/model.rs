@@ -211,6 +211,18 @@ impl Placement {
         }
     }
 
+    /// Said when lossless decoding runs here: off the CPU, a verification batch's rows are
+    /// not computed exactly as one-token steps are (measured on CUDA), so its text is full
+    /// depth's only up to near-ties.
+    pub fn lossless_warning(&self) -> Option<String> {
+        (self.gpu_blocks > 0).then(|| {
+            format!(
+                "warning: lossless decoding on {} is not bit-exact: its kernels compute a batch's rows differently from one-token steps, so the text can part from full depth's at near-ties (exact on the CPU: --gpu-layers 0)",
+                self.backend
+            )
+        })
+    }
+
     /// A short tag for cache keys: `cpu`, or the backend and block count (`cuda30`).
     pub fn tag(&self) -> String {
         if self.gpu_blocks == 0 {
