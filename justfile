@@ -35,9 +35,13 @@ model: build
 run *FLAGS: build
     ./target/release/uniskip run {{FLAGS}}
 
-# Every test, on the real models (fetched first).
+# Every test of every crate, on the real models (fetched first).
 test: model
-    {{cargo}} test {{release}} -- --test-threads 2
+    {{cargo}} test {{release}} --workspace -- --test-threads 2
+
+# The pure crates' tests alone (skip planning, GGUF checks): no llama.cpp, no models.
+test-pure:
+    {{cargo}} test {{release}} -p uniskip-skip -p uniskip-gguf
 
 # Speed and quality of every strategy at every target on the default model (2 threads;
 # includes a `full, hook unset` row). Table on stdout; JSON, table and charts in results/.
@@ -50,8 +54,8 @@ bench-quick *FLAGS: build
 
 # Format and lint as CI expects.
 check:
-    {{cargo}} fmt --check
-    {{cargo}} clippy {{release}} --all-targets -- -D warnings
+    {{cargo}} fmt --all --check
+    {{cargo}} clippy {{release}} --workspace --all-targets -- -D warnings
 
 # Print the hook revision of ffi/ and write it into .cargo/config.toml (after editing ffi/).
 hook-rev:

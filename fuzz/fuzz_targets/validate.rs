@@ -4,11 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The module itself, not the uniskip crate: fuzzing must not build llama.cpp. `src/gguf` is
-// pure (std and thiserror only), and its submodules resolve next to its `mod.rs`.
-#[path = "../../src/gguf/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod gguf;
+// The pure GGUF crate, not uniskip: fuzzing must not build llama.cpp.
+use uniskip_gguf as gguf;
 
 fuzz_target!(|data: &[u8]| {
     match gguf::validate_bytes(data) {

@@ -494,6 +494,15 @@ mod tests {
     }
 
     #[test]
+    fn the_title_names_the_device_that_holds_the_blocks() {
+        let mut s = state(true);
+        assert!(render(&s, 100, 24)[0].contains("· CPU"));
+        s.info.device = "CUDA0 30/30".into();
+        let screen = render(&s, 120, 24);
+        assert!(screen[0].contains("chat template · CUDA0 30/30"), "{}", screen[0]);
+    }
+
+    #[test]
     fn the_help_overlay_lists_keys_and_commands_and_fits_80x24() {
         let mut s = state(true);
         s.help = true;

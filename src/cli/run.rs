@@ -199,7 +199,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
         eprintln!("{w}");
     }
-    if let Some(w) = model.placement().lossless_warning().filter(|_| lossless.is_some()) {
+    if let Some(w) = model
+        .placement()
+        .lossless_warning()
+        .filter(|_| lossless.is_some())
+    {
         eprintln!("{w}");
     }
 

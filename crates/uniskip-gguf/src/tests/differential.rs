@@ -231,7 +231,9 @@ fn gguf_rs_agrees_with_the_validator_on_every_accepted_mutant() {
 fn gguf_rs_agrees_with_the_validator_on_the_fuzz_corpus() {
     let dir = std::env::var_os("UNISKIP_FUZZ_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/validate"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/validate")
+        });
     let Ok(entries) = fs::read_dir(&dir) else {
         eprintln!(
             "note: no fuzz corpus at {}; run fuzz/seed.sh",
