@@ -499,7 +499,11 @@ mod tests {
         assert!(render(&s, 100, 24)[0].contains("· CPU"));
         s.info.device = "CUDA0 30/30".into();
         let screen = render(&s, 120, 24);
-        assert!(screen[0].contains("chat template · CUDA0 30/30"), "{}", screen[0]);
+        assert!(
+            screen[0].contains("chat template · CUDA0 30/30"),
+            "{}",
+            screen[0]
+        );
     }
 
     #[test]
