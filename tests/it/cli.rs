@@ -99,18 +99,21 @@ fn run_json_reports_what_was_run_and_what_it_cost() {
 
 #[test]
 fn gpu_layers_takes_minus_one_for_all_and_names_where_the_blocks_ran() {
-    let v = json(&uniskip(&[
-        "run",
-        "-p",
-        "The capital of France is",
-        "-n",
-        "2",
-        "--threads",
-        "2",
-        "--gpu-layers",
-        "-1",
-        "--json",
-    ]));
+    let run = |gpu_layers: &str| {
+        json(&uniskip(&[
+            "run",
+            "-p",
+            "The capital of France is",
+            "-n",
+            "2",
+            "--threads",
+            "2",
+            "--gpu-layers",
+            gpu_layers,
+            "--json",
+        ]))
+    };
+    let v = run("-1");
     let device = &v["device"];
     assert_eq!(device["n_layer"], 30, "{v}");
     // The blocks are on a GPU exactly when the build loaded a GPU backend that found one.
@@ -118,18 +121,7 @@ fn gpu_layers_takes_minus_one_for_all_and_names_where_the_blocks_ran() {
         "CPU" => assert_eq!(device["gpu_blocks"], 0, "{device}"),
         _ => assert_eq!(device["gpu_blocks"], 30, "{device}"),
     }
-    let cpu = json(&uniskip(&[
-        "run",
-        "-p",
-        "The capital of France is",
-        "-n",
-        "2",
-        "--threads",
-        "2",
-        "--gpu-layers",
-        "0",
-        "--json",
-    ]));
+    let cpu = run("0");
     assert_eq!(cpu["device"]["backend"], "CPU", "{cpu}");
     assert_eq!(cpu["device"]["gpu_blocks"], 0);
     // Below -1 is not a layer count: one line, exit 2, naming the range.
