@@ -223,3 +223,69 @@ fn the_json_record_of_a_tiny_grid_has_every_field() {
             .any(|n| n.ends_with("-throughput-batch2.svg"))
     );
 }
+
+/// `bench --lossless --costs`: every shape of a lossless generation timed repeated and right
+/// after the shape before it, each relative to a plain step, and every shape that came back
+/// after the warm-up found its graph slot (none was taken from another).
+#[test]
+fn the_switch_cost_report_times_every_shape_both_ways_and_keeps_their_graphs() {
+    let model = common::model_path("smollm2");
+    let out = Command::new(env!("CARGO_BIN_EXE_uniskip"))
+        .args([
+            "bench",
+            "-m",
+            model.to_str().unwrap(),
+            "-t",
+            "2",
+            "--lossless",
+            "--costs",
+            "--rounds",
+            "1",
+            "--draft-targets",
+            "2",
+            "--json",
+        ])
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let shapes = field(&v, "costs.shapes").as_array().unwrap();
+    let names: Vec<&str> = shapes
+        .iter()
+        .map(|s| field(s, "shape").as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "plain step after a round",
+            "verify 2 rows",
+            "verify 3 rows",
+            "verify 4 rows",
+            "verify 5 rows",
+            "verify 6 rows",
+            "verify 7 rows",
+            "verify 8 rows",
+            "draft, 15/30 blocks",
+        ]
+    );
+    let plain = number(&v, "costs.plain_ms");
+    for s in shapes {
+        for way in ["raw", "switched"] {
+            let ms = number(s, &format!("{way}_ms"));
+            let steps = number(s, &format!("{way}_steps"));
+            assert!(ms > 0.0, "{s}");
+            assert!((steps - ms / plain).abs() < 1e-9, "{s}");
+        }
+    }
+    assert_eq!(field(&v, "device.backend"), "CPU", "{v}");
+    // The nine shapes (a plain step, seven verifications, a draft) each take a slot once;
+    // every later decode finds its shape's slot and runs its graph as built.
+    let slots = field(&v, "costs.graph_slots");
+    assert_eq!(number(slots, "new_slot"), 9.0, "{slots}");
+    assert!(number(slots, "kept") > 0.0, "{slots}");
+    assert_eq!(number(slots, "reused"), number(slots, "kept"), "{slots}");
+}
