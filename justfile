@@ -39,9 +39,10 @@ run *FLAGS: build
 test: model
     {{cargo}} test {{release}} --workspace -- --test-threads 2
 
-# The pure crates' tests alone (skip planning, GGUF checks): no llama.cpp, no models.
+# The pure crates' tests alone (skip planning, GGUF checks): no llama.cpp, no models, no
+# optimizer (about 30 s from a clean checkout on 2 cores).
 test-pure:
-    {{cargo}} test {{release}} -p uniskip-skip -p uniskip-gguf
+    {{cargo}} test --locked -p uniskip-skip -p uniskip-gguf
 
 # Speed and quality of every strategy at every target on the default model (2 threads;
 # includes a `full, hook unset` row). Table on stdout; JSON, table and charts in results/.
