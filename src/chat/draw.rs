@@ -456,13 +456,30 @@ mod tests {
     }
 
     #[test]
-    fn tiny_terminals_draw_without_panicking() {
+    fn tiny_terminals_draw_without_panicking_and_keep_what_fits_legible() {
         let mut s = busy_state();
         s.input.insert("a message\nover two lines");
         for (w, h) in [(1, 1), (10, 4), (20, 8), (40, 12)] {
             s.help = w > 10;
-            render(&s, w, h);
+            let screen = render(&s, w, h);
+            if w >= 20 {
+                // Something legible is still drawn, not an empty or garbled screen.
+                assert!(
+                    screen.iter().any(|l| l.chars().any(char::is_alphanumeric)),
+                    "{w}x{h}: nothing legible\n{}",
+                    screen.join("\n")
+                );
+            }
         }
+        // Without the help, a 40-column screen keeps the title's start and the input box.
+        s.help = false;
+        let screen = render(&s, 40, 12);
+        assert!(screen[0].contains("uniskip"), "{}", screen.join("\n"));
+        assert!(
+            screen.iter().any(|l| l.contains("message")),
+            "{}",
+            screen.join("\n")
+        );
     }
 
     #[test]
