@@ -37,11 +37,13 @@ run *FLAGS: build
 
 # Every test of every crate, on the real models (fetched first).
 test: model
+    bash fuzz/seed.sh
     {{cargo}} test {{release}} --workspace -- --test-threads 2
 
 # The pure crates' tests alone (skip planning, GGUF checks): no llama.cpp, no models, no
 # optimizer (about 30 s from a clean checkout on 2 cores).
 test-pure:
+    bash fuzz/seed.sh
     {{cargo}} test --locked -p uniskip-skip -p uniskip-gguf
 
 # Speed and quality of every strategy at every target on the default model (2 threads;

@@ -225,8 +225,8 @@ fn gguf_rs_agrees_with_the_validator_on_every_accepted_mutant() {
 }
 
 /// The fuzz corpus (`fuzz/corpus/validate`, made by `fuzz/seed.sh` and grown by fuzzing), or
-/// the directory in `UNISKIP_FUZZ_CORPUS`. It is not committed, so without it the test says so
-/// and checks nothing.
+/// the directory in `UNISKIP_FUZZ_CORPUS`. It is not committed: `just test` seeds it first,
+/// and without it the test fails saying how to make it.
 #[test]
 fn gguf_rs_agrees_with_the_validator_on_the_fuzz_corpus() {
     let dir = std::env::var_os("UNISKIP_FUZZ_CORPUS")
@@ -234,13 +234,12 @@ fn gguf_rs_agrees_with_the_validator_on_the_fuzz_corpus() {
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/validate")
         });
-    let Ok(entries) = fs::read_dir(&dir) else {
-        eprintln!(
-            "note: no fuzz corpus at {}; run fuzz/seed.sh",
+    let entries = fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "no fuzz corpus at {} ({e}): run `bash fuzz/seed.sh` (just test does), or set UNISKIP_FUZZ_CORPUS",
             dir.display()
-        );
-        return;
-    };
+        )
+    });
     let mut tally = Tally::default();
     for entry in entries {
         let path = entry.unwrap().path();
