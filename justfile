@@ -70,7 +70,7 @@ hook-rev:
     @find target -maxdepth 3 -name 'lib*.so' -xtype l -delete 2>/dev/null || true
 
 # llama.cpp's llama-lookup and llama-speculative-simple against `uniskip bench --lossless`
-# on the same prompts (builds the tools once; see README, "Peers").
+# on the same prompts (builds the tools once; see docs/LOSSLESS.md, "Peers").
 peers *FLAGS: build
     bash scripts/peers.sh run {{FLAGS}}
 

@@ -81,7 +81,7 @@ fn smollm2_one_token_alone_and_first_in_a_batch_get_identical_logits_past_256_po
 }
 
 /// Gemma 3's Q4_K weights are repacked for the CPU, and from 4 rows on ggml quantizes the
-/// activations and multiplies in groups of four: those rows round differently (README,
+/// activations and multiplies in groups of four: those rows round differently (docs/LOSSLESS.md,
 /// "Exactness and its limit"). Below 4 rows its logits are bit-identical too.
 #[test]
 fn gemma3_one_token_alone_and_first_in_a_batch_of_up_to_3_get_identical_logits_past_256_positions()
