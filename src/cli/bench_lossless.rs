@@ -213,18 +213,16 @@ pub fn run(
     let cells = bench.run(&mut |done, total| bar.update(done, total, ""))?;
     let mut stdout = std::io::stdout().lock();
     if json {
-        let value = serde_json::json!({
-            "date": utc::timestamp(utc::now()),
-            "machine": machine,
-            "model": model.name(),
-            "threads": model_args.context_options(1).threads,
-            "rounds": rounds,
-            "max_tokens": args.lossless_tokens,
-            "ignore_eos": args.ignore_eos,
-            "draft_max": args.draft_max,
-            "prompts": bench.prompts,
-            "cells": cells,
-        });
+        let mut value = report_header(&machine, &model, model_args.context_options(1).threads);
+        value.extend([
+            ("rounds".into(), serde_json::json!(rounds)),
+            ("max_tokens".into(), serde_json::json!(args.lossless_tokens)),
+            ("ignore_eos".into(), serde_json::json!(args.ignore_eos)),
+            ("draft_max".into(), serde_json::json!(args.draft_max)),
+            ("prompts".into(), serde_json::json!(bench.prompts)),
+            ("cells".into(), serde_json::json!(cells)),
+        ]);
+        let value = serde_json::Value::Object(value);
         writeln!(stdout, "{value}")?;
     } else {
         writeln!(
@@ -289,15 +287,12 @@ fn costs(
     )?;
     let mut stdout = std::io::stdout().lock();
     if json {
-        let value = serde_json::json!({
-            "date": utc::timestamp(utc::now()),
-            "machine": machine,
-            "model": model.name(),
-            "device": model.placement(),
-            "threads": context.threads,
-            "prefix": COST_PREFIX,
-            "costs": report,
-        });
+        let mut value = report_header(machine, model, context.threads);
+        value.extend([
+            ("prefix".into(), serde_json::json!(COST_PREFIX)),
+            ("costs".into(), serde_json::json!(report)),
+        ]);
+        let value = serde_json::Value::Object(value);
         writeln!(stdout, "{value}")?;
     } else {
         writeln!(
@@ -312,4 +307,23 @@ fn costs(
         write!(stdout, "{}", report.markdown())?;
     }
     Ok(())
+}
+
+/// What every JSON report of the lossless benchmark starts with: when, on what machine, which
+/// model on which device, how many threads.
+fn report_header(
+    machine: &Machine,
+    model: &Model,
+    threads: i32,
+) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(header) = serde_json::json!({
+        "date": utc::timestamp(utc::now()),
+        "machine": machine,
+        "model": model.name(),
+        "device": model.placement(),
+        "threads": threads,
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    header
 }
