@@ -12,6 +12,10 @@
 //! the machine, not the text), or, after two rounds, when the measured acceptance gives a
 //! clear loss.
 //!
+//! Lookup drafts are judged in two states: the first draft of a match, and a draft that
+//! continues a match whose previous draft was kept whole (a reply copying its input). Each
+//! has its own measured acceptance, so a copy drafts long while new matches draft short.
+//!
 //! Costs are properties of the machine and the model, not of the text: a controller can
 //! start from the costs an earlier generation measured ([`DraftCosts`], relative to a
 //! plain step). A drafter those costs already rule out then never drafts before its
@@ -98,12 +102,49 @@ impl Rate {
     }
 }
 
+/// Decayed accepted drafts and refusals: acceptance = accepted / (accepted + refused), the
+/// chance that the next drafted token is kept, given the ones before it were.
+#[derive(Debug, Clone, Copy)]
+struct Acceptance {
+    accepted: f64,
+    refused: f64,
+}
+
+impl Acceptance {
+    /// A prior worth two rounds.
+    fn prior(a: f64) -> Self {
+        Acceptance {
+            accepted: a * 2.0,
+            refused: (1.0 - a) * 2.0,
+        }
+    }
+    fn seen(&mut self, drafted: usize, accepted: usize) {
+        self.accepted = self.accepted * DECAY + accepted as f64;
+        self.refused = self.refused * DECAY + f64::from(u8::from(accepted < drafted));
+    }
+    fn rate(&self) -> f64 {
+        self.accepted / (self.accepted + self.refused)
+    }
+}
+
+/// Prior acceptance of a lookup draft that continues a match whose previous draft was kept
+/// whole. A reply that is copying its input goes on copying, so on copy-heavy text such
+/// drafts are kept far more often than the first draft of a new match, and the two are
+/// measured apart; the prior stays modest, as on chat text one kept token is no sign of
+/// a copy (a prior of 0.8 drafted 3 tokens after each lucky one there, measured 0.90-0.94x
+/// of full depth against 0.98-0.99 with 0.6).
+const STREAK_PRIOR: f64 = 0.6;
+/// Prior acceptance of the first lookup draft of a match.
+const FRESH_PRIOR: f64 = 0.5;
+
 /// What one drafter has measured.
 #[derive(Debug, Clone)]
 struct DrafterState {
-    /// Decayed accepted drafts and refusals: acceptance = accepted / (accepted + refused).
-    accepted: f64,
-    refused: f64,
+    /// Over all its rounds: what the verdicts on the drafter use.
+    overall: Acceptance,
+    /// Lookup only, by whether the sequence's previous round kept a whole lookup draft
+    /// (index 1) or not (0): what the draft length of a lookup round uses.
+    by_streak: [Acceptance; 2],
     /// Tokens per second of this drafter's rounds.
     rate: Rate,
     /// Seconds per draft decode (mask and model drafters), decayed mean.
@@ -117,8 +158,11 @@ struct DrafterState {
 impl DrafterState {
     fn new(prior_acceptance: f64) -> Self {
         DrafterState {
-            accepted: prior_acceptance * 2.0,
-            refused: (1.0 - prior_acceptance) * 2.0,
+            overall: Acceptance::prior(prior_acceptance),
+            by_streak: [
+                Acceptance::prior(FRESH_PRIOR),
+                Acceptance::prior(STREAK_PRIOR),
+            ],
             rate: Rate::default(),
             draft_secs: None,
             rounds_since_probe: 0,
@@ -127,7 +171,7 @@ impl DrafterState {
         }
     }
     fn acceptance(&self) -> f64 {
-        self.accepted / (self.accepted + self.refused)
+        self.overall.rate()
     }
 }
 
@@ -393,21 +437,38 @@ impl Controller {
 
     /// The estimated speedup of drafting `k` tokens with `kind`.
     pub fn expected_speedup(&self, kind: Kind, k: usize) -> f64 {
-        let a = self.acceptance(kind).clamp(0.01, 0.99);
+        self.expected_speedup_at(kind, k, self.acceptance(kind))
+    }
+
+    /// The estimated speedup of drafting `k` tokens with `kind` at acceptance `a`.
+    fn expected_speedup_at(&self, kind: Kind, k: usize, a: f64) -> f64 {
+        let a = a.clamp(0.01, 0.99);
         let produced = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
         produced / (k as f64 * self.draft_cost(kind) + self.verify_cost(k + 1) + self.switch_cost())
     }
 
     /// How many tokens `kind` should draft now (0: take a plain step), at most `room`.
     pub fn draft_len(&self, kind: Kind, room: usize) -> usize {
+        self.best_len(kind, room, self.acceptance(kind))
+    }
+
+    /// How many tokens lookup should draft now for a sequence, at most `room`: `streak`
+    /// when its previous round kept a whole lookup draft (the match goes on), with the
+    /// acceptance measured in that state.
+    pub fn lookup_len(&self, room: usize, streak: bool) -> usize {
+        let a = self.drafters[Kind::Lookup.index()].by_streak[usize::from(streak)].rate();
+        self.best_len(Kind::Lookup, room, a)
+    }
+
+    fn best_len(&self, kind: Kind, room: usize, a: f64) -> usize {
         if self.wants_plain() || self.is_paused(kind) {
             return 0;
         }
         let max = self.draft_max.min(room);
         (1..=max)
             .max_by(|&x, &y| {
-                self.expected_speedup(kind, x)
-                    .total_cmp(&self.expected_speedup(kind, y))
+                self.expected_speedup_at(kind, x, a)
+                    .total_cmp(&self.expected_speedup_at(kind, y, a))
             })
             .unwrap_or(0)
     }
@@ -475,9 +536,16 @@ impl Controller {
         if drafted == 0 {
             return;
         }
-        let d = &mut self.drafters[kind.index()];
-        d.accepted = d.accepted * DECAY + accepted as f64;
-        d.refused = d.refused * DECAY + f64::from(u8::from(accepted < drafted));
+        self.drafters[kind.index()].overall.seen(drafted, accepted);
+    }
+
+    /// Records what verification made of a lookup draft of `drafted` tokens drafted in
+    /// state `streak` (see [`Controller::lookup_len`]), besides [`Self::acceptance_seen`].
+    pub fn lookup_seen(&mut self, streak: bool, drafted: usize, accepted: usize) {
+        if drafted > 0 {
+            self.drafters[Kind::Lookup.index()].by_streak[usize::from(streak)]
+                .seen(drafted, accepted);
+        }
     }
 
     /// Records a drafting round led by `kind`: `tokens` produced in all, in `time`. May
@@ -485,13 +553,16 @@ impl Controller {
     pub fn round(&mut self, kind: Kind, tokens: usize, time: Duration) {
         self.steps += 1;
         self.after_round = Some(kind);
-        if std::mem::take(&mut self.cold_round) {
-            // A round that ran a cold shape measured a one-time cost, not the drafter.
-            return;
-        }
         let plain = self.plain.per_s();
         let d = &mut self.drafters[kind.index()];
-        d.rate.add(tokens as f64, time);
+        // A round that ran a cold shape measured a one-time cost, not the drafter: its time
+        // stays out of the rate. What it says of acceptance holds all the same, and the cost
+        // model's verdicts below use costs that never include a cold run, so the round
+        // counts towards them: a drafter whose drafts are refused stops after its first two
+        // rounds, not after two more warm ones (a short reply has few rounds to lose).
+        if !std::mem::take(&mut self.cold_round) {
+            d.rate.add(tokens as f64, time);
+        }
         d.rounds_since_probe += 1;
         let rounds = d.rounds_since_probe;
         // Early verdicts from the cost model, before the measured rate is reliable: a
@@ -694,6 +765,53 @@ mod tests {
         }
         assert!(c.ceiling(Kind::Mask) > 1.0);
         assert!(!c.is_paused(Kind::Mask));
+    }
+
+    #[test]
+    fn a_lookup_match_that_holds_drafts_longer_than_a_new_one() {
+        let mut c = warmed(8);
+        c.plain_step(1, 10 * MS);
+        for n in 2..=9 {
+            c.verify_step(n, (10 + 3 * (n as u32 - 1)) * MS);
+        }
+        for _ in 0..10 {
+            // The first draft of a new match is refused; a match that held goes on.
+            c.lookup_seen(false, 4, 0);
+            c.acceptance_seen(Kind::Lookup, 4, 0);
+            c.lookup_seen(true, 8, 8);
+            c.acceptance_seen(Kind::Lookup, 8, 8);
+        }
+        assert_eq!(c.lookup_len(8, true), 8);
+        assert_eq!(c.lookup_len(8, false), 1);
+        let overall = c.draft_len(Kind::Lookup, 8);
+        assert!(
+            (2..8).contains(&overall),
+            "one estimate for both would draft {overall} in either state"
+        );
+    }
+
+    #[test]
+    fn refused_drafts_stop_a_drafter_after_two_rounds_even_while_its_shapes_are_cold() {
+        // Earlier costs let the drafter start (its ceiling is above 1); this generation's
+        // shapes are all cold, so no round's time may count, but its refusals do.
+        let mut c = Controller::new(4);
+        c.seed(&earlier_costs(15, 0.3), 15);
+        assert!(c.ceiling(Kind::Mask) > 1.0);
+        c.plain_step(1, 10 * MS);
+        for round in 1..=EARLY_ROUNDS {
+            assert!(!c.is_paused(Kind::Mask), "round {round}");
+            c.draft_step(Kind::Mask, 30 * MS);
+            c.verify_step(2, 40 * MS);
+            c.acceptance_seen(Kind::Mask, 1, 0);
+            c.round(Kind::Mask, 1, 80 * MS);
+            c.plain_step(1, 10 * MS);
+        }
+        assert!(c.is_paused(Kind::Mask));
+        assert_eq!(
+            c.measured_speedup(Kind::Mask),
+            None,
+            "the cold rounds' time stays out of the rate"
+        );
     }
 
     #[test]

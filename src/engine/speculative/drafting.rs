@@ -32,7 +32,7 @@ impl Speculator<'_> {
             return Ok(drafts);
         }
         for (e, d) in entries.iter().zip(&mut drafts) {
-            let k = self.control.draft_len(Kind::Lookup, e.room);
+            let k = self.control.lookup_len(e.room, self.on_streak(e.seq));
             if k == 0 {
                 continue;
             }

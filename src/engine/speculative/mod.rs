@@ -163,6 +163,9 @@ pub struct Speculator<'a> {
     banned: Vec<LlamaToken>,
     /// Blocks the mask drafter's mask keeps (its costs are known per block count).
     mask_blocks: usize,
+    /// Per sequence: whether its last round kept a whole lookup draft, so that its next
+    /// lookup draft continues a match that holds ([`Controller::lookup_len`]).
+    lookup_streak: Vec<bool>,
 }
 
 impl<'a> Speculator<'a> {
@@ -204,6 +207,7 @@ impl<'a> Speculator<'a> {
             round_start: Instant::now(),
             draft_session,
             banned,
+            lookup_streak: Vec::new(),
         })
     }
 
@@ -336,6 +340,14 @@ impl<'a> Speculator<'a> {
                 if let Some(kind) = d.kind {
                     self.control.acceptance_seen(kind, d.tokens.len(), kept);
                 }
+                let streak = self.on_streak(e.seq);
+                if d.kind == Some(Kind::Lookup) {
+                    self.control.lookup_seen(streak, d.tokens.len(), kept);
+                }
+                self.set_streak(
+                    e.seq,
+                    d.kind == Some(Kind::Lookup) && kept == d.tokens.len(),
+                );
                 if !ended && !stopped {
                     next.push((
                         e.seq,
@@ -358,6 +370,22 @@ impl<'a> Speculator<'a> {
             None => self.control.plain_step(produced, elapsed),
         }
         Ok(RoundOutcome { next, stopped })
+    }
+
+    /// Whether sequence `seq`'s last round kept a whole lookup draft.
+    fn on_streak(&self, seq: i32) -> bool {
+        self.lookup_streak
+            .get(seq as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    fn set_streak(&mut self, seq: i32, on: bool) {
+        let i = seq as usize;
+        if self.lookup_streak.len() <= i {
+            self.lookup_streak.resize(i + 1, false);
+        }
+        self.lookup_streak[i] = on;
     }
 
     fn count_accept(&mut self, kind: Option<Kind>) {
