@@ -147,8 +147,8 @@ struct DrafterState {
     by_streak: [Acceptance; 2],
     /// Tokens per second of this drafter's rounds.
     rate: Rate,
-    /// Seconds per draft decode (mask and model drafters), decayed mean.
-    draft_secs: Option<f64>,
+    /// Seconds per draft decode (mask and model drafters), its latest timings.
+    draft_secs: Timing,
     rounds_since_probe: u32,
     /// Paused until this step.
     paused_until: usize,
@@ -164,7 +164,7 @@ impl DrafterState {
                 Acceptance::prior(STREAK_PRIOR),
             ],
             rate: Rate::default(),
-            draft_secs: None,
+            draft_secs: Timing::default(),
             rounds_since_probe: 0,
             paused_until: 0,
             pause: FIRST_PAUSE,
@@ -181,16 +181,16 @@ pub struct Controller {
     draft_max: usize,
     drafters: [DrafterState; 3],
     plain: Rate,
-    /// Seconds of a plain step (one token per sequence), decayed mean.
-    plain_secs: Option<f64>,
+    /// Seconds of a plain step (one token per sequence), its latest timings.
+    plain_secs: Timing,
     /// Extra seconds of the first plain step after a drafting round over a plain step
     /// (llama.cpp rebuilds its graph when the batch shape or the mask changes back),
-    /// decayed mean: a cost of drafting, not of plain steps.
-    switch_secs: Option<f64>,
+    /// its latest timings: a cost of drafting, not of plain steps.
+    switch_secs: Timing,
     /// The drafter that led the previous step, when it was a drafting round.
     after_round: Option<Kind>,
-    /// Verification seconds per batch of n tokens per sequence (index n), decayed means.
-    verify_secs: Vec<Option<f64>>,
+    /// Verification seconds per batch of n tokens per sequence (index n), latest timings.
+    verify_secs: Vec<Timing>,
     /// Costs from earlier generations, relative to a plain step (used until measured).
     prior: Prior,
     steps: usize,
@@ -231,8 +231,48 @@ struct Prior {
     switch: Option<f64>,
 }
 
-fn blend(old: Option<f64>, new: f64) -> Option<f64> {
-    Some(old.map_or(new, |o| o * 0.8 + new * 0.2))
+/// Timings a shape's cost is the median of: the latest few, so the cost follows the machine.
+const TIMING_WINDOW: usize = 9;
+/// Warm timings a shape needs before its cost replaces the one an earlier generation kept.
+const TIMINGS_TO_KEEP: usize = 3;
+
+/// The latest timings of one decode shape. Its cost is their median, not a running mean: on
+/// a shared machine one decode now and then takes several times its usual time (another
+/// process, a page fault), and a mean that starts from such a sample carries it for many
+/// rounds, long enough to be kept as the shape's cost for later generations (seen: a 2-row
+/// verification kept at 4.0 steps where it costs 1.6, which ruled lookup out for good).
+#[derive(Debug, Clone, Default)]
+struct Timing {
+    recent: std::collections::VecDeque<f64>,
+}
+
+impl Timing {
+    fn add(&mut self, secs: f64) {
+        if self.recent.len() == TIMING_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(secs);
+    }
+    /// The median of the latest timings, once there is one.
+    fn get(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+    fn samples(&self) -> usize {
+        self.recent.len()
+    }
+    fn clear(&mut self) {
+        self.recent.clear();
+    }
 }
 
 impl Controller {
@@ -246,10 +286,10 @@ impl Controller {
                 DrafterState::new(0.6),
             ],
             plain: Rate::default(),
-            plain_secs: None,
-            switch_secs: None,
+            plain_secs: Timing::default(),
+            switch_secs: Timing::default(),
             after_round: None,
-            verify_secs: vec![None; draft_max.max(1) + 2],
+            verify_secs: vec![Timing::default(); draft_max.max(1) + 2],
             prior: Prior::default(),
             steps: 0,
             last_plain: 0,
@@ -302,27 +342,35 @@ impl Controller {
         let mut costs = earlier.clone();
         let Some(p) = self
             .plain_secs
+            .get()
             .filter(|&p| p > 0.0 && !self.plain_provisional)
         else {
             return costs;
+        };
+        // A cost measured on a sample or two replaces only a cost nobody kept yet.
+        let hand_back = |slot: &mut Option<f64>, measured: &Timing| {
+            if let Some(v) = measured.get()
+                && (measured.samples() >= TIMINGS_TO_KEEP || slot.is_none())
+            {
+                *slot = Some(v / p);
+            }
         };
         if costs.verify.len() < self.verify_secs.len() {
             costs.verify.resize(self.verify_secs.len(), None);
         }
         for (slot, measured) in costs.verify.iter_mut().zip(&self.verify_secs) {
-            if let Some(v) = measured {
-                *slot = Some(v / p);
-            }
+            hand_back(slot, measured);
         }
-        if let Some(d) = self.drafters[Kind::Mask.index()].draft_secs {
-            costs.mask.insert(mask_blocks, d / p);
+        let mut mask = costs.mask.get(&mask_blocks).copied();
+        hand_back(&mut mask, &self.drafters[Kind::Mask.index()].draft_secs);
+        if let Some(m) = mask {
+            costs.mask.insert(mask_blocks, m);
         }
-        if let Some(d) = self.drafters[Kind::Model.index()].draft_secs {
-            costs.model = Some(d / p);
-        }
-        if let Some(w) = self.switch_secs {
-            costs.switch = Some(w / p);
-        }
+        hand_back(
+            &mut costs.model,
+            &self.drafters[Kind::Model.index()].draft_secs,
+        );
+        hand_back(&mut costs.switch, &self.switch_secs);
         costs
     }
 
@@ -355,7 +403,7 @@ impl Controller {
     /// Whether the next round should be a plain step regardless of drafts: the first
     /// steps measure the plain rate, and it is refreshed now and then.
     pub fn wants_plain(&self) -> bool {
-        self.plain_secs.is_none() || self.steps >= self.last_plain + PLAIN_REFRESH
+        self.plain_secs.get().is_none() || self.steps >= self.last_plain + PLAIN_REFRESH
     }
 
     /// Verification cost of n tokens per sequence relative to a plain step: measured when
@@ -363,8 +411,7 @@ impl Controller {
     /// through the nearest size measured (now, else earlier); else a guess shaped like
     /// measurements on a 2-core CPU (two tokens cost one, each further token a quarter).
     fn verify_cost(&self, n: usize) -> f64 {
-        let measured =
-            |m: usize| Some(self.verify_secs.get(m).copied().flatten()? / self.plain_secs?);
+        let measured = |m: usize| Some(self.verify_secs.get(m)?.get()? / self.plain_secs.get()?);
         let earlier = |m: usize| self.prior.verify.get(m).copied().flatten();
         let sources: [&dyn Fn(usize) -> Option<f64>; 2] = [&measured, &earlier];
         if let Some(v) = sources.iter().find_map(|cost| cost(n)) {
@@ -386,11 +433,11 @@ impl Controller {
     /// Whether `kind`'s costs are known, measured now or earlier: a verification and (for
     /// a drafter that decodes) a draft decode, relative to a plain step.
     fn costs_known(&self, kind: Kind) -> bool {
-        let measured = self.plain_secs.is_some();
-        let verify = (measured && self.verify_secs.iter().skip(2).any(Option::is_some))
+        let measured = self.plain_secs.get().is_some();
+        let verify = (measured && self.verify_secs.iter().skip(2).any(|t| t.samples() > 0))
             || self.prior.verify.iter().skip(2).any(Option::is_some);
         let draft = kind == Kind::Lookup
-            || (measured && self.drafters[kind.index()].draft_secs.is_some())
+            || (measured && self.drafters[kind.index()].draft_secs.samples() > 0)
             || self.prior.draft[kind.index()].is_some();
         verify && draft
     }
@@ -419,7 +466,10 @@ impl Controller {
     fn draft_cost(&self, kind: Kind) -> f64 {
         match kind {
             Kind::Lookup => 0.0,
-            _ => match (self.drafters[kind.index()].draft_secs, self.plain_secs) {
+            _ => match (
+                self.drafters[kind.index()].draft_secs.get(),
+                self.plain_secs.get(),
+            ) {
                 (Some(d), Some(p)) => d / p,
                 _ => self.prior.draft[kind.index()].unwrap_or(0.6),
             },
@@ -429,7 +479,7 @@ impl Controller {
     /// The cost of returning to plain steps after a drafting round, relative to a plain
     /// step (0 until measured).
     fn switch_cost(&self) -> f64 {
-        match (self.switch_secs, self.plain_secs) {
+        match (self.switch_secs.get(), self.plain_secs.get()) {
             (Some(w), Some(p)) if p > 0.0 => w / p,
             _ => self.prior.switch.unwrap_or(0.0),
         }
@@ -476,13 +526,13 @@ impl Controller {
     /// Records a plain step (one token per sequence, `tokens` in all) that took `time`.
     pub fn plain_step(&mut self, tokens: usize, time: Duration) {
         let secs = time.as_secs_f64();
-        if let (Some(kind), Some(p)) = (self.after_round.take(), self.plain_secs) {
+        if let (Some(kind), Some(p)) = (self.after_round.take(), self.plain_secs.get()) {
             // The first plain step after a drafting round pays for switching back: its
             // surplus is the round's cost, and the plain estimates keep a plain step's.
             // (Not while that switch is still cold: its surplus is a one-time cost.)
             if !Seen::cold(&mut self.seen.after_round) {
                 let surplus = (secs - p).max(0.0);
-                self.switch_secs = blend(self.switch_secs, surplus);
+                self.switch_secs.add(surplus);
                 self.drafters[kind.index()].rate.secs += surplus;
             }
             self.steps += 1;
@@ -495,17 +545,18 @@ impl Controller {
         self.last_plain = self.steps;
         if Seen::cold(&mut self.seen.plain) {
             // Kept for now so drafting need not wait; the first warm step replaces it.
-            if self.plain_secs.is_none() || self.plain_provisional {
-                self.plain_secs = Some(secs);
+            if self.plain_secs.samples() == 0 || self.plain_provisional {
+                self.plain_secs.clear();
+                self.plain_secs.add(secs);
                 self.plain_provisional = true;
             }
             return;
         }
         self.plain.add(tokens as f64, time);
         if std::mem::take(&mut self.plain_provisional) {
-            self.plain_secs = None;
+            self.plain_secs.clear();
         }
-        self.plain_secs = blend(self.plain_secs, secs);
+        self.plain_secs.add(secs);
     }
 
     /// Records one draft decode of `kind` that took `time`.
@@ -515,7 +566,7 @@ impl Controller {
             return;
         }
         let d = &mut self.drafters[kind.index()];
-        d.draft_secs = blend(d.draft_secs, time.as_secs_f64());
+        d.draft_secs.add(time.as_secs_f64());
     }
 
     /// Records a verification of `n` tokens per sequence that took `time`.
@@ -527,7 +578,7 @@ impl Controller {
             return;
         }
         if let Some(slot) = self.verify_secs.get_mut(n) {
-            *slot = blend(*slot, time.as_secs_f64());
+            slot.add(time.as_secs_f64());
         }
     }
 
@@ -638,7 +689,7 @@ mod tests {
             c.plain_step(1, 50 * MS);
         }
         c.plain_step(1, 10 * MS);
-        assert!((c.plain_secs.unwrap() - 0.010).abs() < 1e-12);
+        assert!((c.plain_secs.get().unwrap() - 0.010).abs() < 1e-12);
         for _ in 0..COLD_RUNS {
             c.verify_step(2, 150 * MS);
             c.draft_step(Kind::Mask, 90 * MS);
@@ -768,6 +819,36 @@ mod tests {
     }
 
     #[test]
+    fn one_slow_decode_is_neither_a_shapes_cost_nor_kept_for_later_generations() {
+        let mut c = warmed(4);
+        for _ in 0..3 {
+            c.plain_step(1, 10 * MS);
+        }
+        // The first warm 2-row verification hits a hiccup of the machine.
+        c.verify_step(2, 40 * MS);
+        assert!((c.verify_cost(2) - 4.0).abs() < 1e-9);
+        let kept = DraftCosts {
+            verify: vec![None, None, Some(1.6)],
+            ..DraftCosts::default()
+        };
+        assert_eq!(
+            c.costs(&kept, 15).verify[2],
+            Some(1.6),
+            "one sample does not replace a kept cost"
+        );
+        for _ in 0..2 {
+            c.verify_step(2, 16 * MS);
+        }
+        assert!(
+            (c.verify_cost(2) - 1.6).abs() < 1e-9,
+            "{}",
+            c.verify_cost(2)
+        );
+        let handed = c.costs(&kept, 15).verify[2].unwrap();
+        assert!((handed - 1.6).abs() < 1e-9, "{handed}");
+    }
+
+    #[test]
     fn a_lookup_match_that_holds_drafts_longer_than_a_new_one() {
         let mut c = warmed(8);
         c.plain_step(1, 10 * MS);
@@ -826,7 +907,7 @@ mod tests {
         c.plain_step(1, 14 * MS);
         assert!((c.switch_cost() - 0.4).abs() < 1e-9, "{}", c.switch_cost());
         // The plain estimate keeps a plain step's 10 ms.
-        assert!((c.plain_secs.unwrap() - 0.010).abs() < 1e-12);
+        assert!((c.plain_secs.get().unwrap() - 0.010).abs() < 1e-12);
         // The round now counts 2 tokens in 18 ms.
         let rate = c.drafters[Kind::Lookup.index()].rate;
         assert!((rate.secs - 0.018).abs() < 1e-9, "{}", rate.secs);
