@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Peers for `uniskip bench --lossless`: llama.cpp's own prompt-lookup decoding
-# (llama-lookup) and draft-model speculation (llama-speculative-simple), built from the
+# (llama-lookup), draft-model speculation (llama-speculative-simple) and raw batch costs
+# (llama-bench), built from the
 # llama.cpp tree that the llama-cpp-python source package carries, with the same CPU flags
 # as uniskip's build (AVX2, no -march=native), and run on the same prompts.
 #
 #   bash scripts/peers.sh build          # download (sha256-checked) and build, once
 #   bash scripts/peers.sh run [options]  # run both tools and uniskip; print one table
+#   bash scripts/peers.sh costs [options]  # uniskip's --costs beside llama-bench's raw costs
 #
 # Nothing is written into the repository: sources, build and logs live under
 # $UNISKIP_PEERS (default ~/.cache/uniskip/peers).
@@ -42,29 +44,30 @@ fetch() {
 
 build() {
     fetch
-    if [ -x "$BIN/llama-lookup" ] && [ -x "$BIN/llama-speculative-simple" ]; then
+    if [ -x "$BIN/llama-lookup" ] && [ -x "$BIN/llama-speculative-simple" ] && [ -x "$BIN/llama-bench" ]; then
         echo "peers: already built in $BIN" >&2
         return
     fi
     command -v cmake >/dev/null || die "cmake is missing (bash scripts/setup.sh installs it)" 2
-    echo "peers: building llama-lookup and llama-speculative-simple in $BUILD (several minutes)" >&2
+    echo "peers: building llama-lookup, llama-speculative-simple and llama-bench in $BUILD (several minutes)" >&2
     # AVX2/FMA/F16C, not tuned to this machine: uniskip's `haswell` CPU variant, which `run`
     # selects for uniskip too (UNISKIP_CPU_VARIANT). OpenMP stays on, as in uniskip's build.
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
         -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DBUILD_SHARED_LIBS=OFF \
+        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF \
         >"$CACHE/cmake.log" 2>&1 || die "cmake configure failed; see $CACHE/cmake.log"
     nice -n 19 cmake --build "$BUILD" --config Release -j "${JOBS:-$(nproc)}" \
-        --target llama-lookup llama-speculative-simple >"$CACHE/build.log" 2>&1 \
+        --target llama-lookup llama-speculative-simple llama-bench >"$CACHE/build.log" 2>&1 \
         || die "build failed; see $CACHE/build.log"
-    echo "peers: built $BIN/llama-lookup and $BIN/llama-speculative-simple" >&2
+    echo "peers: built $BIN/llama-lookup, $BIN/llama-speculative-simple and $BIN/llama-bench" >&2
 }
 
 usage() {
     cat <<USAGE
 usage: bash scripts/peers.sh build
        bash scripts/peers.sh run [-m MODEL] [-t THREADS] [-n TOKENS] [--rounds R] [--draft-max K] [--quick]
+       bash scripts/peers.sh costs [-m MODEL] [-t THREADS] [--rounds R]   (see costs --help)
 
 run: uniskip bench --lossless (plain full depth and every drafter), then llama.cpp on the
 same prompts (the model's chat template applied by uniskip, special tokens parsed), the
@@ -217,8 +220,89 @@ print(f"\nJSON and logs: {out}")
 PY
 }
 
+usage_costs() {
+    cat <<USAGE
+usage: bash scripts/peers.sh costs [-m MODEL] [-t THREADS] [--rounds R]
+
+uniskip bench --lossless --costs (every verification size of 2-8 rows, repeated and right
+after a one-row draft; drafts under the 1.5x and 2x masks) beside llama-bench's raw costs of
+the same batch sizes (prompt batches of k tokens at depth 64, over one-token generation at
+depth 64), each relative to its own runtime's plain step. llama-bench's batches read the
+logits of their last row only, where a verification reads every row, so its figures are a
+floor. Interleaved: the two tools alternate, round by round; medians.
+USAGE
+}
+
+costs() {
+    local model=smollm2 threads=2 rounds=5
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -m|--model) model=$2; shift 2 ;;
+            -t|--threads) threads=$2; shift 2 ;;
+            --rounds) rounds=$2; shift 2 ;;
+            -h|--help) usage_costs; exit 0 ;;
+            *) usage_costs >&2; die "unknown option: $1" 2 ;;
+        esac
+    done
+    for v in "$threads" "$rounds"; do
+        [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $v" 2
+    done
+    local uniskip=$ROOT/target/release/uniskip
+    [ -x "$uniskip" ] || die "$uniskip is missing: run cargo build --release first" 2
+    [ -x "$BIN/llama-bench" ] || die "the peers are not built: run bash scripts/peers.sh build first" 2
+    local gguf
+    gguf=$("$uniskip" fetch "$model" 2>/dev/null | tail -n 1 | sed 's/^[^:]*: //')
+    [ -f "$gguf" ] || die "cannot find model $model (uniskip fetch $model)"
+    local out
+    out=$CACHE/results/costs-$(date -u +%Y%m%dT%H%M%SZ)
+    mkdir -p "$out"
+    echo "peers: $rounds interleaved rounds of uniskip bench --lossless --costs and llama-bench ..." >&2
+    local r
+    for r in $(seq 1 "$rounds"); do
+        UNISKIP_CPU_VARIANT=${UNISKIP_CPU_VARIANT:-haswell} "$uniskip" bench -m "$gguf" -t "$threads" \
+            --lossless --costs --rounds 3 --draft-targets 1.5,2 --json \
+            >"$out/uniskip-$r.json" 2>"$out/uniskip-$r.log" \
+            || die "uniskip bench --costs failed; see $out/uniskip-$r.log"
+        "$BIN/llama-bench" -m "$gguf" -t "$threads" -ngl 0 -p 2,3,4,5,6,7,8 -n 16 -d 64 -r 3 -o json \
+            >"$out/llama-bench-$r.json" 2>"$out/llama-bench-$r.log" \
+            || die "llama-bench failed; see $out/llama-bench-$r.log"
+    done
+    python3 - "$out" "$rounds" "$threads" <<'PY'
+import json, statistics, sys
+
+out, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ours, theirs = {}, {}
+for r in range(1, rounds + 1):
+    report = json.load(open(f"{out}/uniskip-{r}.json"))
+    for s in report["costs"]["shapes"]:
+        ours.setdefault(s["shape"], []).append((s["raw_steps"], s["switched_steps"]))
+    ours.setdefault("plain ms", []).append((report["costs"]["plain_ms"], None))
+    runs = json.load(open(f"{out}/llama-bench-{r}.json"))
+    step = next(x["avg_ns"] / x["n_gen"] for x in runs if x["n_gen"] > 0)
+    theirs.setdefault("plain ms", []).append(step / 1e6)
+    for x in runs:
+        if x["n_prompt"] > 0:
+            theirs.setdefault(f"verify {x['n_prompt']} rows", []).append(x["avg_ns"] / step)
+
+med = statistics.median
+print(f"{report['model']}, {threads} threads, depth 64, {rounds} interleaved rounds, medians; "
+      "steps are relative to each runtime's own plain step\n")
+print("| shape | uniskip raw | uniskip after the shape before it | overhead | llama-bench raw |")
+print("|---|---|---|---|---|")
+p = ours.pop("plain ms")
+print(f"| plain step (ms) | {med(x for x, _ in p):.2f} | - | - | {med(theirs.pop('plain ms')):.2f} |")
+for shape, xs in ours.items():
+    raw, switched = med(x for x, _ in xs), med(y for _, y in xs)
+    peer = theirs.get(shape)
+    peer = f"{med(peer):.2f}" if peer else "-"
+    print(f"| {shape} | {raw:.2f} | {switched:.2f} | {100 * (switched / raw - 1):+.1f}% | {peer} |")
+print(f"\nJSON and logs: {out}")
+PY
+}
+
 case "${1:-}" in
     build) build ;;
+    costs) shift; build >/dev/null; costs "$@" ;;
     run) shift; build >/dev/null; run "$@" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
