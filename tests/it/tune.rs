@@ -9,8 +9,7 @@ use uniskip::skip::{Depth, Strategy, StrategySpec, plan};
 /// shows llama.cpp's training API works with the skip hook).
 #[test]
 fn training_under_a_mask_of_15_of_30_blocks_lowers_the_loss() {
-    let dir = tempfile::tempdir().unwrap();
-    let f32_path = f32_copy("smollm2", dir.path());
+    let f32_path = f32_copy("smollm2");
     let model = load("smollm2");
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 30, Depth::Ratio(2.0), 0).unwrap();
@@ -48,8 +47,7 @@ fn training_under_a_mask_of_15_of_30_blocks_lowers_the_loss() {
 /// window with the prompt under the mask too, and from full depth.
 #[test]
 fn the_prefix_recipe_loss_equals_inference_with_the_prompt_at_full_depth() {
-    let dir = tempfile::tempdir().unwrap();
-    let f32_path = f32_copy("smollm2", dir.path());
+    let f32_path = f32_copy("smollm2");
     let model = uniskip::engine::Model::load(&f32_path, &Default::default()).unwrap();
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 30, Depth::Ratio(1.5), 0).unwrap();
@@ -301,7 +299,7 @@ fn an_untrained_export_writes_what_the_source_writes() {
     // The F32 export is compared with the source written as F32 directly: F32 weights
     // multiply in full precision where Q4_1 ones round the activations to 8 bits, so the
     // F32 form of the same weights does not give the Q4_1 file's logits.
-    let source_f32_path = f32_copy("smollm2", dir.path());
+    let source_f32_path = f32_copy("smollm2");
     let source_f32 = uniskip::engine::Model::load(&source_f32_path, &Default::default()).unwrap();
     let pruned = uniskip::engine::Model::load(&out, &Default::default()).unwrap();
     assert_eq!(pruned.n_layer(), 20);

@@ -11,8 +11,7 @@ use uniskip::skip::{Depth, Strategy, StrategySpec, plan};
 /// computes what the fused one does), and two steps lower it.
 #[test]
 fn gemma3_trains_under_the_prefix_recipe_and_its_loss_matches_inference() {
-    let dir = tempfile::tempdir().unwrap();
-    let f32_path = f32_copy("gemma3", dir.path());
+    let f32_path = f32_copy("gemma3");
     let model = Model::load(&f32_path, &Default::default()).unwrap();
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 18, Depth::Ratio(1.5), 0).unwrap();

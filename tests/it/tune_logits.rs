@@ -33,8 +33,7 @@ fn inference_kl(model: &Model, tokens: &[i32], prefix: usize, mask: &Mask, probs
 /// cross-entropy, and steps towards those targets lower it.
 #[test]
 fn logit_targets_train_the_kl_from_the_base_model_that_inference_measures() {
-    let dir = tempfile::tempdir().unwrap();
-    let f32_path = f32_copy("smollm2", dir.path());
+    let f32_path = f32_copy("smollm2");
     let base = load("smollm2");
     let spec = StrategySpec::default_for(Strategy::Unified).unwrap();
     let mask = plan(&spec, 30, Depth::Ratio(1.5), 0).unwrap();

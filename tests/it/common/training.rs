@@ -2,16 +2,35 @@
 //! and the inference-path oracle they are compared with.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use uniskip::engine::{BatchToken, LlamaToken, Model, Trainer, TrainerOptions, write_f32_model};
 use uniskip::skip::Mask;
 
 use super::{PROMPT, ctx, model_path};
 
-/// Writes catalog model `name` as F32 (the form training needs) into `dir`.
-pub fn f32_copy(name: &str, dir: &Path) -> PathBuf {
-    let path = dir.join(format!("{name}-f32.gguf"));
-    write_f32_model(&model_path(name), &path, 1).expect("F32 copy");
+/// Catalog model `name` as F32 (the form training needs), shared read-only by every test:
+/// written once into cargo's directory for test files (kept between runs, keyed by the
+/// source file's size and modification time) instead of once per test. Tests that write
+/// a model write it elsewhere. The copy appears by a rename, so a test run cut short, or
+/// two test processes writing it at once, never leave a partial file under its name.
+pub fn f32_copy(name: &str) -> PathBuf {
+    static WRITING: Mutex<()> = Mutex::new(());
+    let source = model_path(name);
+    let meta = std::fs::metadata(&source).expect("catalog model");
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("{name}-{}-{modified}-f32.gguf", meta.len()));
+    let _one_writer = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let partial = dir.join(format!("{name}-f32.{}.partial", std::process::id()));
+        write_f32_model(&source, &partial, 2).expect("F32 copy");
+        std::fs::rename(&partial, &path).expect("F32 copy in place");
+    }
     path
 }
 
