@@ -15,8 +15,8 @@ fn type_layout_matches_ggml_for_spot_checks() {
     }
 }
 
-/// Checks [`ARCHITECTURES`] against the pinned llama.cpp source when the cargo registry has
-/// it (it does wherever the main crate was built).
+/// Checks [`ARCHITECTURES`] against the pinned llama.cpp source in the cargo registry (there
+/// wherever the main crate was built or `cargo fetch` ran; `just test-pure` fetches it).
 #[test]
 fn architectures_mirror_the_pinned_llama_cpp() {
     let home = std::env::var_os("CARGO_HOME")
@@ -31,10 +31,10 @@ fn architectures_mirror_the_pinned_llama_cpp() {
             fs::read_to_string(p).ok()
         })
     });
-    let Some(source) = source else {
-        eprintln!("note: llama-arch.cpp of llama-cpp-sys-2 0.1.161 not found; skipped");
-        return;
-    };
+    let source = source.expect(
+        "llama-arch.cpp of llama-cpp-sys-2 0.1.161 is not in the cargo registry \
+         ($CARGO_HOME/registry/src): run `cargo fetch --locked` (just test-pure does)",
+    );
     let table = source
         .split("LLM_ARCH_NAMES = {")
         .nth(1)
