@@ -6,12 +6,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::args::ModelArgs;
 use super::progress::{Progress, fmt_duration};
 use crate::bench::lossless::{BenchPrompt, LosslessBench, LosslessConfig, markdown};
 use crate::bench::machine::Machine;
 use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
 use crate::engine::{ChatMessage, Drafter, Model};
+use crate::flags::ModelArgs;
 use crate::skip::{Depth, Mask, StrategySpec, plan};
 use crate::utc;
 

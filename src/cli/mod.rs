@@ -13,12 +13,6 @@ pub mod run;
 pub mod soak;
 pub mod tune;
 
-// The shared flags and the error types moved below the apps; these names stay for
-// callers that still spell the old paths.
-pub use crate::error::{BadInput, exit_code};
-pub use crate::flags as args;
-pub use crate::flags::parse_speedup;
-
 use clap::{Parser, Subcommand};
 
 /// Run quantized GGUF models faster by skipping transformer blocks (Unified Layer Skipping).

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 use clap::Args;
 
-use super::BadInput;
 use super::progress::Progress;
 use crate::engine::{Model, ModelOptions, WINDOW_QUANTUM};
+use crate::error::BadInput;
 use crate::skip::{Depth, Plan, PlanSettings, Strategy, StrategySpec, plan};
 use crate::tune::{DataSource, Event, Outcome, Recipe, Report, TuneSettings, tune};
 
@@ -72,7 +72,7 @@ pub struct TuneArgs {
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
     pub model: Option<String>,
     /// Target speedup R: the mask keeps the blocks the strategy keeps for R.
-    #[arg(short = 's', long, value_name = "R", value_parser = super::parse_speedup)]
+    #[arg(short = 's', long, value_name = "R", value_parser = crate::flags::parse_speedup)]
     pub speedup: f64,
     /// How the kept blocks are placed: unified, early-exit, block or calibrated (one mask
     /// for every token; calibrated needs the model's `uniskip calibrate` profile), or

@@ -68,7 +68,7 @@ impl Drafter {
     }
 }
 
-/// Default and largest draft length.
+/// Default draft length (the most a round drafts unless `--draft-max` says otherwise).
 pub const DRAFT_MAX_DEFAULT: usize = 8;
 /// Largest draft length accepted: longer batches cost more than they can gain on a CPU,
 /// and llama.cpp's batched logits drift further from one-token logits.

@@ -67,7 +67,6 @@ pub fn argmax(logits: &[f32]) -> LlamaToken {
 }
 
 /// Largest absolute difference between two logit rows (infinite on a NaN).
-#[allow(unused_imports)] // not every test binary compares logits
 pub use uniskip::quality::metrics::max_abs_diff;
 
 /// A prompt long enough to matter and short enough to be quick.
