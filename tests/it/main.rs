@@ -19,6 +19,7 @@ mod lossless_ppl;
 mod measured_mode;
 mod quality;
 mod rpc;
+mod serve;
 mod setup_check;
 mod soak;
 mod tokcheck;
