@@ -13,6 +13,11 @@ default: chat
 chat *FLAGS: build
     ./target/release/uniskip chat {{FLAGS}}
 
+# Serve the default model with the OpenAI API on 127.0.0.1:8080; extra flags go to
+# `uniskip serve` (e.g. `just serve --parallel 8 --speedup 1.25`; docs/SERVE.md).
+serve *FLAGS: build
+    ./target/release/uniskip serve {{FLAGS}}
+
 # Tune the default model for 1.5x (unified mask; see docs/TUNE.md): writes a tuned GGUF.
 tune *FLAGS: model
     ./target/release/uniskip tune -m smollm2 --speedup 1.5 {{FLAGS}}

@@ -61,6 +61,23 @@ impl Server {
         }
     }
 
+    /// What the server wrote on stderr by the time its start-up line (printed last before
+    /// the address) has arrived.
+    fn startup_stderr(&self) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.stderr.lock().unwrap().clone();
+            if text.contains(" parallel; full depth ") {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no start-up line: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -489,7 +506,7 @@ fn bad_requests_get_openai_error_objects_with_their_status() {
         "4096",
     ]);
     assert!(
-        server.stderr.lock().unwrap().contains("WARNING"),
+        server.startup_stderr().contains("WARNING"),
         "no warning for a non-loopback address without a key"
     );
     let addr = server.addr.replace("0.0.0.0", "127.0.0.1");
@@ -574,7 +591,7 @@ fn bad_requests_get_openai_error_objects_with_their_status() {
 #[test]
 fn the_api_key_is_required_on_every_route() {
     let server = Server::start(&["--api-key", "s3cret", "--parallel", "1", "--ctx", "256"]);
-    assert!(!server.stderr.lock().unwrap().contains("WARNING"));
+    assert!(!server.startup_stderr().contains("WARNING"));
     for path in ["/health", "/v1/models"] {
         assert_eq!(server.get(path, None).0, 401, "{path}");
         assert_eq!(server.get(path, Some("wrong")).0, 401, "{path}");
