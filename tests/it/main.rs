@@ -14,6 +14,7 @@ mod graph_slots;
 mod hook_oracles;
 mod hostile_input;
 mod interrupt;
+mod lanes;
 mod lossless;
 mod lossless_ppl;
 mod measured_mode;
