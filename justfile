@@ -18,6 +18,11 @@ chat *FLAGS: build
 serve *FLAGS: build
     ./target/release/uniskip serve {{FLAGS}}
 
+# Aggregate decode tokens/s of `uniskip serve` at 1, 4 and 8 concurrent clients, full depth
+# and 2x (docs/SERVE.md, "Throughput").
+serve-bench *FLAGS: build
+    python3 scripts/serve-bench.py {{FLAGS}}
+
 # Tune the default model for 1.5x (unified mask; see docs/TUNE.md): writes a tuned GGUF.
 tune *FLAGS: model
     ./target/release/uniskip tune -m smollm2 --speedup 1.5 {{FLAGS}}

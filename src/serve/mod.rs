@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod stop;
 pub mod wire;
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -241,9 +242,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             ready.full_depth_tokens_per_s,
             model.placement().describe(),
         );
-        // The line scripts and tests wait for, on stdout.
-        println!("listening on http://{bound}");
-        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // The line scripts and tests wait for, on stdout (a closed stdout is no reason to
+        // stop serving).
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on http://{bound}");
+        let _ = stdout.flush();
         let shutdown_state = state.clone();
         let shutdown_engine = engine.clone();
         let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
