@@ -165,13 +165,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         aliases.push(m.clone());
     }
     // The server's default plan must be valid before anyone asks for it.
-    let probe_plan =
-        args.skip
-            .plan(model.n_layer(), 16, 0)
-            .or_else(|e| match args.skip.speedup_mode {
-                SpeedupMode::Measured => Ok(crate::skip::Plan::full(model.n_layer())),
-                _ => Err(e),
-            })?;
+    let profile = args.skip.calibration_masks(Some(&path), None)?;
+    let probe_plan = args
+        .skip
+        .plan_with(model.n_layer(), 16, 0, None, profile.as_deref())
+        .or_else(|e| match args.skip.speedup_mode {
+            // Measured mode needs the engine's probe first.
+            SpeedupMode::Measured => Ok(crate::skip::Plan::full(model.n_layer())),
+            _ => Err(e),
+        })?;
     if let Some(w) = model.unverified_warning().filter(|_| !probe_plan.is_full()) {
         eprintln!("{w}");
     }
@@ -196,7 +198,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         status.clone(),
     )?;
+    let tuned = crate::tune::read_tuned(&model)?;
+    if let Some(info) = tuned
+        .as_ref()
+        .filter(|_| !crate::flags::tuned::overrides_tuned(&args.skip))
+    {
+        eprintln!("{} (from the file's metadata)", info.describe());
+    }
     let state = Arc::new(routes::AppState {
+        tuned,
         model: model.clone(),
         model_id: id.clone(),
         model_aliases: aliases,

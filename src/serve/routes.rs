@@ -38,6 +38,8 @@ pub struct AppState {
     pub model_aliases: Vec<String>,
     /// The model file (for a calibration profile a request asks for).
     pub model_path: std::path::PathBuf,
+    /// What a tuned model file says of its tuning: its own mask is the default plan.
+    pub tuned: Option<crate::tune::TunedInfo>,
     /// The server's skip flags: every request's defaults.
     pub skip: SkipArgs,
     /// The server's sampling flags: every request's defaults.
@@ -461,8 +463,18 @@ fn plan(state: &AppState, s: &Settings, max_tokens: usize, seed: u32) -> Result<
             "speedup"
         })
     };
-    if let Some((plan, _)) = crate::cli::tune::tuned_plan(&state.model, &skip).map_err(bad)? {
-        return Ok(plan);
+    if let Some(info) = state
+        .tuned
+        .as_ref()
+        .filter(|_| !crate::flags::tuned::overrides_tuned(&skip))
+    {
+        return crate::flags::tuned::tuned_plan(
+            info,
+            state.model.n_layer(),
+            max_tokens,
+            u64::from(seed),
+        )
+        .map_err(bad);
     }
     let profile = skip
         .calibration_masks(Some(&state.model_path), None)
