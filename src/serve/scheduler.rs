@@ -342,6 +342,9 @@ impl Engine<'_, '_> {
             }
             self.drop_departed();
             self.admit();
+            // Before any text goes out: a client that has its first token sees its
+            // sequence counted.
+            self.publish();
             self.prefill();
             self.decode();
             self.publish();

@@ -473,7 +473,11 @@ fn a_client_that_disconnects_mid_stream_frees_its_sequence_at_once() {
     body["stream"] = json!(true);
     body["ignore_eos"] = json!(true);
     let socket = start_raw_stream(&server.addr, &body, 3);
-    assert_eq!(server.health()["slots_busy"], 1);
+    assert_eq!(
+        server.health()["slots_busy"],
+        1,
+        "busy is published before any text"
+    );
     drop(socket);
     let h = server.wait_health("the sequence freed", |h| h["slots_busy"] == 0);
     assert_eq!(h["kv_cells_used"], 0, "{h}");
