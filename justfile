@@ -13,6 +13,16 @@ default: chat
 chat *FLAGS: build
     ./target/release/uniskip chat {{FLAGS}}
 
+# Serve the default model with the OpenAI API on 127.0.0.1:8080; extra flags go to
+# `uniskip serve` (e.g. `just serve --parallel 8 --speedup 1.25`; docs/SERVE.md).
+serve *FLAGS: build
+    ./target/release/uniskip serve {{FLAGS}}
+
+# Aggregate decode tokens/s of `uniskip serve` at 1, 4 and 8 concurrent clients, full depth
+# and 2x (docs/SERVE.md, "Throughput").
+serve-bench *FLAGS: build
+    python3 scripts/serve-bench.py {{FLAGS}}
+
 # Tune the default model for 1.5x (unified mask; see docs/TUNE.md): writes a tuned GGUF.
 tune *FLAGS: model
     ./target/release/uniskip tune -m smollm2 --speedup 1.5 {{FLAGS}}

@@ -3,7 +3,8 @@
 //! Dependencies point one way (docs/DESIGN.md section 7): the apps on top, the services
 //! below them, the engine below those, and two pure modules apart.
 //!
-//! - Apps: [`cli`] (the commands), [`chat`] (the terminal chat), [`flags`] (the clap flags
+//! - Apps: [`cli`] (the commands), [`chat`] (the terminal chat), [`serve`] (the
+//!   OpenAI-compatible HTTP server), [`flags`] (the clap flags
 //!   they share), [`error`] (whose fault an error is, and the exit code).
 //! - Services: [`bench`](mod@bench) (speed and quality of every strategy, side by side),
 //!   [`quality`] (perplexity and divergence from full depth, teacher-forced),
@@ -29,6 +30,7 @@ pub use uniskip_gguf as gguf;
 pub mod measure;
 pub mod models;
 pub mod quality;
+pub mod serve;
 pub use uniskip_skip as skip;
 pub mod tokcheck;
 pub mod tune;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => uniskip::cli::run::run(args),
         Command::Chat(args) => uniskip::chat::run(args),
+        Command::Serve(args) => uniskip::serve::run(args),
         Command::Plan(args) => uniskip::cli::plan::run(args),
         Command::Soak(args) => uniskip::cli::soak::run(args),
         Command::Bench(args) => uniskip::cli::bench::run(args),

@@ -35,6 +35,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Chat in the terminal, changing the target speedup as it runs.
     Chat(crate::chat::ChatArgs),
+    /// Serve the model over HTTP with the OpenAI API; concurrent requests decode together.
+    Serve(crate::serve::ServeArgs),
     /// Show which blocks a target keeps, without running the model.
     Plan(plan::PlanArgs),
     /// Speed and quality of every strategy at every target, side by side.

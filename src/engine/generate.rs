@@ -57,7 +57,7 @@ impl Sampling {
     /// How tokens are picked: by llama.cpp's chain, or — for lossless decoding with
     /// sampling, whose rejection rule needs the probabilities — by the chain's shaping
     /// stages and a random source seeded alike.
-    fn picker<'a>(&self, model: &super::Model, lossless: bool) -> Picker<'a> {
+    pub(super) fn picker<'a>(&self, model: &super::Model, lossless: bool) -> Picker<'a> {
         if lossless && self.temperature > 0.0 {
             Picker::Shaped {
                 shape: LlamaSampler::chain_simple(self.stages(model, false)),

@@ -1,7 +1,8 @@
 //! The only code that talks to llama.cpp, and the only `unsafe`.
 //!
 //! Data flows one way: text -> tokens ([`Model::tokenize`]) -> [`Session::decode`] under a
-//! mask -> logits -> sampler -> streamed text ([`generate`]).
+//! mask -> logits -> sampler -> streamed text ([`generate`], or [`Lanes`] step by step for
+//! sequences that join and leave a running batch).
 
 #[allow(unsafe_code)]
 pub mod cpu;
@@ -12,6 +13,7 @@ mod generate;
 #[allow(unsafe_code)]
 pub mod hook;
 mod kv;
+mod lanes;
 #[allow(unsafe_code)]
 mod metadata;
 mod model;
@@ -30,6 +32,7 @@ pub use generate::{
     Generation, Piece, PrefillPolicy, Request, Sampling, StopReason, Utf8Stream, generate,
 };
 pub use kv::SeqLedger;
+pub use lanes::{LanePhase, LaneReport, LaneSpec, Lanes};
 pub use llama_cpp_2::token::LlamaToken;
 pub use metadata::{MetaValue, write_with_metadata};
 pub use model::{
