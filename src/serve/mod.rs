@@ -10,9 +10,11 @@
 //! - [`error`]: errors as OpenAI error objects with their status.
 
 pub mod error;
+pub mod protocol;
 pub mod routes;
 pub mod scheduler;
 pub mod stop;
+mod validate;
 pub mod wire;
 
 use std::io::Write as _;
@@ -29,7 +31,8 @@ use crate::error::BadInput;
 use crate::flags::lossless::LosslessArgs;
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::skip::SpeedupMode;
-use scheduler::{EngineSetup, Msg, Status};
+use protocol::{Msg, Status};
+use scheduler::EngineSetup;
 
 /// Most parallel sequences: from 64 rows on, llama.cpp's CPU attention takes another path
 /// that rounds differently from one-row steps (docs/DESIGN.md section 2, edit 5), so a

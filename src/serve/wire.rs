@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::scheduler::Summary;
+use super::protocol::Summary;
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]

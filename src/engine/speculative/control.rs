@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::estimates::{Acceptance, Rate, Timing};
+
 /// Costs measured by earlier generations on this machine, each relative to one plain
 /// full-depth step (one token per sequence) of the same model, thread count and batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,8 +60,6 @@ impl Kind {
     }
 }
 
-/// Weight of the past in the running sums (per round): about the last 16 rounds count.
-const DECAY: f64 = 0.94;
 /// Rounds a drafter runs before its measured rate may switch it off.
 const MIN_ROUNDS: u32 = 6;
 /// Rounds before the cost model may switch a drafter off (the first round of a batch size
@@ -84,48 +84,8 @@ const PLAIN_REFRESH: usize = 64;
 /// shape's graph, and a GPU backend runs a new graph once directly and captures it on the
 /// second. Costs measured on them would be one-time costs charged for good.
 const COLD_RUNS: u32 = 2;
-
-/// Decayed sums of produced tokens and time.
-#[derive(Debug, Clone, Copy, Default)]
-struct Rate {
-    tokens: f64,
-    secs: f64,
-}
-
-impl Rate {
-    fn add(&mut self, tokens: f64, time: Duration) {
-        self.tokens = self.tokens * DECAY + tokens;
-        self.secs = self.secs * DECAY + time.as_secs_f64();
-    }
-    fn per_s(&self) -> Option<f64> {
-        (self.secs > 0.0 && self.tokens > 0.0).then(|| self.tokens / self.secs)
-    }
-}
-
-/// Decayed accepted drafts and refusals: acceptance = accepted / (accepted + refused), the
-/// chance that the next drafted token is kept, given the ones before it were.
-#[derive(Debug, Clone, Copy)]
-struct Acceptance {
-    accepted: f64,
-    refused: f64,
-}
-
-impl Acceptance {
-    /// A prior worth two rounds.
-    fn prior(a: f64) -> Self {
-        Acceptance {
-            accepted: a * 2.0,
-            refused: (1.0 - a) * 2.0,
-        }
-    }
-    fn seen(&mut self, drafted: usize, accepted: usize) {
-        self.accepted = self.accepted * DECAY + accepted as f64;
-        self.refused = self.refused * DECAY + f64::from(u8::from(accepted < drafted));
-    }
-    fn rate(&self) -> f64 {
-        self.accepted / (self.accepted + self.refused)
-    }
-}
+/// Warm timings a shape needs before its cost replaces the one an earlier generation kept.
+const TIMINGS_TO_KEEP: usize = 3;
 
 /// Prior acceptance of a lookup draft that continues a match whose previous draft was kept
 /// whole. A reply that is copying its input goes on copying, so on copy-heavy text such
@@ -229,50 +189,6 @@ struct Prior {
     /// Per kind: one draft decode.
     draft: [Option<f64>; 3],
     switch: Option<f64>,
-}
-
-/// Timings a shape's cost is the median of: the latest few, so the cost follows the machine.
-const TIMING_WINDOW: usize = 9;
-/// Warm timings a shape needs before its cost replaces the one an earlier generation kept.
-const TIMINGS_TO_KEEP: usize = 3;
-
-/// The latest timings of one decode shape. Its cost is their median, not a running mean: on
-/// a shared machine one decode now and then takes several times its usual time (another
-/// process, a page fault), and a mean that starts from such a sample carries it for many
-/// rounds, long enough to be kept as the shape's cost for later generations (seen: a 2-row
-/// verification kept at 4.0 steps where it costs 1.6, which ruled lookup out for good).
-#[derive(Debug, Clone, Default)]
-struct Timing {
-    recent: std::collections::VecDeque<f64>,
-}
-
-impl Timing {
-    fn add(&mut self, secs: f64) {
-        if self.recent.len() == TIMING_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(secs);
-    }
-    /// The median of the latest timings, once there is one.
-    fn get(&self) -> Option<f64> {
-        let mut v: Vec<f64> = self.recent.iter().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        })
-    }
-    fn samples(&self) -> usize {
-        self.recent.len()
-    }
-    fn clear(&mut self) {
-        self.recent.clear();
-    }
 }
 
 impl Controller {

@@ -12,6 +12,7 @@
 
 mod control;
 mod drafting;
+mod estimates;
 pub mod lookup;
 mod picker;
 pub mod rule;
