@@ -334,6 +334,34 @@ impl Emitter<'_, '_> {
     }
 }
 
+/// The mask a prompt runs under: the first step's under [`PrefillPolicy::Masked`] (unless
+/// lossless, whose output is full depth's), else every block.
+pub(super) fn prefill_mask(prefill: PrefillPolicy, lossless: bool, first_mask: &Mask) -> Mask {
+    match (prefill, lossless) {
+        (PrefillPolicy::Masked, false) => first_mask.clone(),
+        _ => Mask::full(first_mask.n_layer()),
+    }
+}
+
+/// Lossless decoding's state for one generation, the mask drafter starting under
+/// `first_mask`; greedy drafts avoid end of text when the sampler never chooses it.
+pub(super) fn speculator<'a>(
+    lossless: Option<Lossless<'a>>,
+    model: &super::Model,
+    first_mask: &Mask,
+    sampling: &Sampling,
+) -> Result<Option<Speculator<'a>>> {
+    let Some(config) = lossless else {
+        return Ok(None);
+    };
+    let banned = if sampling.ignore_eos {
+        model.end_of_generation_tokens()
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Speculator::new(config, model, first_mask, banned)?))
+}
+
 /// Generates for every prompt at once. `mask_for_step(step)` gives the mask of decode step
 /// `step` (read once per step, so a change applies from the next decode call);
 /// `on_piece` receives streamed text and may stop the generation.
@@ -371,22 +399,8 @@ pub(super) fn decode_loop<'f>(
     }
     let repair_before = session.repair_stats();
     let first_mask = mask_for_step(0);
-    let full = Mask::full(model.n_layer());
-    let prefill_mask = match (request.prefill, &request.lossless) {
-        (PrefillPolicy::Masked, None) => &first_mask,
-        _ => &full,
-    };
-    let mut speculator = match request.lossless {
-        Some(config) => {
-            let banned = if request.sampling.ignore_eos {
-                model.end_of_generation_tokens()
-            } else {
-                Vec::new()
-            };
-            Some(Speculator::new(config, model, &first_mask, banned)?)
-        }
-        None => None,
-    };
+    let prefill_mask = &prefill_mask(request.prefill, request.lossless.is_some(), &first_mask);
+    let mut speculator = speculator(request.lossless, model, &first_mask, request.sampling)?;
 
     // Prefill: reuse each sequence's cached common prefix; run the rest but the last token
     // without logits, then every sequence's last prompt token together in one batch, whose

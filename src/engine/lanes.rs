@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
 
 use super::error::{EngineError, Result};
-use super::generate::{PrefillPolicy, Sampling, StopReason, Utf8Stream};
+use super::generate::{self, PrefillPolicy, Sampling, StopReason, Utf8Stream};
 use super::model::Model;
 use super::session::{BatchToken, Session};
 use super::speculative::{Emitted, Entry, Lossless, Next, Picker, SpeculationStats, Speculator};
@@ -193,21 +193,9 @@ impl<'a> Lanes<'a> {
         session.truncate(seq, 0)?;
         let model = session.model();
         let first_mask = spec.plan.mask(0).clone();
-        let prefill_mask = match (spec.prefill, &spec.lossless) {
-            (PrefillPolicy::Masked, None) => first_mask.clone(),
-            _ => Mask::full(model.n_layer()),
-        };
-        let speculator = match spec.lossless {
-            Some(config) => {
-                let banned = if spec.sampling.ignore_eos {
-                    model.end_of_generation_tokens()
-                } else {
-                    Vec::new()
-                };
-                Some(Speculator::new(config, model, &first_mask, banned)?)
-            }
-            None => None,
-        };
+        let prefill_mask =
+            generate::prefill_mask(spec.prefill, spec.lossless.is_some(), &first_mask);
+        let speculator = generate::speculator(spec.lossless, model, &first_mask, &spec.sampling)?;
         let mut picker = spec.sampling.picker(model, spec.lossless.is_some());
         picker.accept_many(&spec.prompt);
         self.pickers[index] = picker;
