@@ -8,17 +8,15 @@
 
 use std::error::Error;
 
-/// An error in what the user gave (a flag value, a prompt, a model file): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+pub use uniskip_error::BadInput;
+use uniskip_error::{EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// The exit code for an error: 2 when any cause in its chain is the user's fault, else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(is_user_error) {
-        2
+        EXIT_BAD_INPUT
     } else {
-        1
+        EXIT_FAILURE
     }
 }
 

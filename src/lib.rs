@@ -1,37 +1,30 @@
 //! uniskip: Unified Layer Skipping for GGUF models on llama.cpp.
 //!
-//! Dependencies point one way (docs/DESIGN.md section 7): the apps on top, the services
-//! below them, the engine below those, and two pure modules apart.
+//! This package is the app layer: [`cli`] (the commands), [`chat`] (the terminal chat),
+//! [`serve`] (the OpenAI-compatible HTTP server), [`flags`] (the clap flags they share)
+//! and [`error`] (whose fault an error is, and the exit code). The layers below are crates
+//! of their own (crates/, docs/DESIGN.md section 7), so an upward import does not compile:
 //!
-//! - Apps: [`cli`] (the commands), [`chat`] (the terminal chat), [`serve`] (the
-//!   OpenAI-compatible HTTP server), [`flags`] (the clap flags
-//!   they share), [`error`] (whose fault an error is, and the exit code).
-//! - Services: [`bench`](mod@bench) (speed and quality of every strategy, side by side),
-//!   [`quality`] (perplexity and divergence from full depth, teacher-forced),
-//!   [`calibrate`] (which blocks to skip for each kept count, searched on text),
-//!   [`measure`] (decode timing and the cost-model probe), [`models`] (the catalog and
-//!   fetching models into the local cache), [`tune`] (skip-aware fine-tuning, and the
-//!   metadata of tuned files), [`tokcheck`] (llama.cpp's tokenizer checked against the
-//!   model's original tokenizer.json), [`utc`] (the clock reports write).
-//! - [`engine`]: models, sessions, decode under a mask with exact K/V, generation (with
-//!   lossless decoding: drafts checked by full depth, [`engine::speculative`]); the only
-//!   code that talks to llama.cpp and the only `unsafe`.
-//! - Pure: [`skip`] (masks, strategies, the plan of a run, the cost model) and [`gguf`]
-//!   (bounds-checked reading of GGUF files before llama.cpp sees them).
+//! - `uniskip-services`: [`bench`](mod@bench), [`quality`], [`calibrate`], [`measure`],
+//!   [`models`], [`tune`], [`tokcheck`], [`utc`].
+//! - `uniskip-engine` ([`engine`]): models, sessions, decode under a mask with exact K/V,
+//!   generation and lossless decoding; the only code that talks to llama.cpp and the only
+//!   `unsafe`.
+//! - Pure (no llama.cpp): `uniskip-skip` ([`skip`]: masks, strategies, the plan of a run,
+//!   the cost model), `uniskip-gguf` ([`gguf`]: bounds-checked reading of GGUF files),
+//!   `uniskip-draft` (the drafting policy the engine runs) and `uniskip-error` (the error
+//!   in the user's input, and the exit codes).
+//!
+//! The lower crates are re-exported under the module names they had inside this package,
+//! so `uniskip::engine::Model` and `uniskip::skip::Plan` read as before.
 
-pub mod bench;
-pub mod calibrate;
+pub use uniskip_engine as engine;
+pub use uniskip_gguf as gguf;
+pub use uniskip_services::{bench, calibrate, measure, models, quality, tokcheck, tune, utc};
+pub use uniskip_skip as skip;
+
 pub mod chat;
 pub mod cli;
-pub mod engine;
 pub mod error;
 pub mod flags;
-pub use uniskip_gguf as gguf;
-pub mod measure;
-pub mod models;
-pub mod quality;
 pub mod serve;
-pub use uniskip_skip as skip;
-pub mod tokcheck;
-pub mod tune;
-pub mod utc;

@@ -38,10 +38,11 @@ use clap::Args;
 
 use crate::engine::Model;
 use crate::error::BadInput;
-use crate::flags::tuned::{overrides_tuned, tuned_plan};
+use crate::flags::tuned::overrides_tuned;
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::measure::probe;
 use crate::skip::SpeedupMode;
+use crate::tune::base::tuned_plan;
 use controls::SkipControls;
 use probes::StartProbe;
 use protocol::ModelFacts;

@@ -14,6 +14,24 @@ use crate::bench::svg::QualityMetric;
 use crate::flags::{CorpusArgs, ModelArgs};
 use crate::skip::Strategy;
 
+/// The quality measure on the chart's vertical axis, as `--chart` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChartMetric {
+    /// Mean KL divergence from full depth (nats), linear axis.
+    Kl,
+    /// Perplexity, logarithmic axis.
+    Ppl,
+}
+
+impl From<ChartMetric> for QualityMetric {
+    fn from(metric: ChartMetric) -> Self {
+        match metric {
+            ChartMetric::Kl => QualityMetric::Kl,
+            ChartMetric::Ppl => QualityMetric::Ppl,
+        }
+    }
+}
+
 /// Measure speed and quality of every strategy at every target, side by side.
 #[derive(Debug, Args)]
 #[command(
@@ -102,8 +120,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_calibrate: bool,
     /// Quality measure of the chart.
-    #[arg(long, value_enum, value_name = "M", default_value_t = QualityMetric::Kl)]
-    pub chart: QualityMetric,
+    #[arg(long, value_enum, value_name = "M", default_value_t = ChartMetric::Kl)]
+    pub chart: ChartMetric,
     /// Directory for the JSON record, the table and the charts.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub out: PathBuf,
@@ -165,7 +183,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     })?;
     let label = model_label(args.model.model.as_deref(), &path);
-    let written = write_outputs(&report, &args.out, &label, args.chart)?;
+    let written = write_outputs(&report, &args.out, &label, args.chart.into())?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         writeln!(stdout, "{}", serde_json::to_string(&report)?)?;

@@ -11,11 +11,12 @@ use super::progress::Progress;
 use crate::engine::{Model, PrefillPolicy};
 use crate::error::BadInput;
 use crate::flags::lossless::LosslessArgs;
-use crate::flags::tuned::{BaseArgs, load_base, overrides_tuned, tuned_plan};
+use crate::flags::tuned::{BaseArgs, overrides_tuned};
 use crate::flags::{CorpusArgs, ModelArgs, SkipArgs};
 use crate::quality::cross::evaluate_against;
 use crate::quality::{Slice, evaluate};
 use crate::skip::Mask;
+use crate::tune::base::{load_base, tuned_plan};
 
 /// Perplexity and divergence from full depth of one configuration.
 #[derive(Debug, Args)]
@@ -92,7 +93,7 @@ pub fn run(args: PplArgs) -> Result<()> {
             &model,
             info,
             &path,
-            &args.base,
+            args.base.base.as_deref(),
             &args.model.model_options(),
         )?),
         None if args.base.base.is_some() => {

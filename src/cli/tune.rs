@@ -425,7 +425,7 @@ pub fn tuned_plan(
     if crate::flags::tuned::overrides_tuned(skip) {
         return Ok(None);
     }
-    let plan = match crate::flags::tuned::schedule_plan(&info, model.n_layer())? {
+    let plan = match crate::tune::base::schedule_plan(&info, model.n_layer())? {
         Some(schedule) => schedule,
         None => Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?,
     };

@@ -284,7 +284,7 @@ pub(super) fn plan(
         .as_ref()
         .filter(|_| !crate::flags::tuned::overrides_tuned(&skip))
     {
-        return crate::flags::tuned::tuned_plan(
+        return crate::tune::base::tuned_plan(
             info,
             state.model.n_layer(),
             max_tokens,
