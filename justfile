@@ -50,13 +50,14 @@ test: model
     bash fuzz/seed.sh
     {{cargo}} test {{release}} --workspace -- --test-threads 2
 
-# The pure crates' tests alone (skip planning, GGUF checks): no llama.cpp build, no models,
-# no optimizer (about 30 s from a clean checkout on 2 cores). The crates' sources are
-# fetched first: one test reads the pinned llama.cpp's architecture table from them.
+# The pure crates' tests alone (skip planning, GGUF checks, drafting policy, errors): no
+# llama.cpp build, no models, no optimizer (about 30 s from a clean checkout on 2 cores).
+# The crates' sources are fetched first: one test reads the pinned llama.cpp's
+# architecture table from them.
 test-pure:
     bash fuzz/seed.sh
     {{cargo}} fetch --locked
-    {{cargo}} test --locked -p uniskip-skip -p uniskip-gguf
+    {{cargo}} test --locked -p uniskip-skip -p uniskip-gguf -p uniskip-draft -p uniskip-error
 
 # Speed and quality of every strategy at every target on the default model (2 threads;
 # includes a `full, hook unset` row). Table on stdout; JSON, table and charts in results/.

@@ -53,22 +53,15 @@ impl SkipControls {
         };
     }
 
-    /// The mask lossless decoding drafts under at step `step`: the plan's, or a unified
-    /// mask at the default drafting target when the plan keeps every block (drafting at
-    /// full depth gains nothing).
+    /// The mask lossless decoding drafts under at step `step`: the plan's, or its drafting
+    /// plan's when it keeps every block (`Plan::for_drafting`, the rule every command
+    /// follows).
     pub fn draft_mask(&self, step: usize) -> Mask {
         let mask = self.mask(step);
         if !mask.is_full() {
             return mask;
         }
-        Plan::new(
-            PlanSettings::new(
-                Strategy::Unified,
-                crate::flags::lossless::DEFAULT_DRAFT_SPEEDUP,
-            ),
-            self.n_layer(),
-        )
-        .map_or(mask, |p| p.mask(step).clone())
+        self.plan.for_drafting().mask(step).clone()
     }
 
     /// The plan of the current settings.

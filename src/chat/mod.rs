@@ -36,13 +36,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::engine::Model;
 use crate::error::BadInput;
-use crate::flags::tuned::overrides_tuned;
+use crate::flags::setup::{PlanInputs, RunSetup};
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::measure::probe;
 use crate::skip::SpeedupMode;
-use crate::tune::base::tuned_plan;
 use controls::SkipControls;
 use probes::StartProbe;
 use protocol::ModelFacts;
@@ -119,13 +117,19 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .transpose()?
         .unwrap_or_default();
 
-    let path = args.model.resolve()?;
-    let model = Model::load(&path, &args.model.model_options())?;
-    args.model.check_context(&model)?;
-    let mut info = ModelFacts::of(&model);
+    if args.lossless.draft_model.is_some() {
+        return Err(BadInput(
+            "chat drafts with the mask and n-gram lookup only: leave out --draft-model".into(),
+        )
+        .into());
+    }
+    let run_setup = RunSetup::load(&args.model, &args.skip, &args.lossless)?;
+    let (path, model) = (&run_setup.path, &run_setup.model);
+    args.model.check_context(model)?;
+    let mut info = ModelFacts::of(model);
     // A tuned file starts at the mask it was tuned for unless the flags name one.
-    let tuned = crate::tune::read_tuned(&model)?;
-    info.tuned = tuned
+    info.tuned = run_setup
+        .tuned
         .as_ref()
         .map(|t| format!("tuned for {}", crate::bench::report::fmt_target(t.speedup)));
     let max_tokens = args.max_tokens as usize;
@@ -133,7 +137,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let context = args.model.context_options(1);
     // A cost-model probe from an earlier run makes measured mode available at once;
     // measured mode asked for at start-up needs one before the first plan.
-    let cost_probe = match probe::cached(&path, context.threads) {
+    let cost_probe = match probe::cached(path, context.threads) {
         Some(p) => Some((p, false)),
         None if args.skip.speedup_mode == SpeedupMode::Measured => {
             eprintln!(
@@ -143,7 +147,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             let mut session = model.session(&context)?;
             let prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
             let (p, from_cache) =
-                probe::cached_or_measure(&path, &mut session, &prompt, context.threads)?;
+                probe::cached_or_measure(path, &mut session, &prompt, context.threads)?;
             Some((p, !from_cache))
         }
         None => None,
@@ -154,27 +158,17 @@ pub fn run(args: ChatArgs) -> Result<()> {
         cost: cost_probe,
     };
     let cost = start_probe.cost.as_ref().map(|(p, _)| p.cost);
-    let plan = match tuned.as_ref().filter(|_| !overrides_tuned(&args.skip)) {
-        Some(t) => tuned_plan(t, model.n_layer(), max_tokens, seed)?,
-        None => {
-            let profile = args.skip.calibration_masks(Some(&path), None)?;
-            args.skip.plan_with(
-                model.n_layer(),
-                max_tokens,
-                seed,
-                cost.as_ref(),
-                profile.as_deref(),
-            )?
-        }
-    };
+    let plan = run_setup.plan(
+        &args.skip,
+        PlanInputs {
+            planned_len: max_tokens,
+            seed,
+            cost: cost.as_ref(),
+            profile: None,
+        },
+    )?;
     let mut controls = SkipControls::new(plan, args.skip.prefill);
-    if args.lossless.draft_model.is_some() {
-        return Err(crate::error::BadInput(
-            "chat drafts with the mask and n-gram lookup only: leave out --draft-model".into(),
-        )
-        .into());
-    }
-    controls.lossless = args.lossless.drafter()?;
+    controls.lossless = run_setup.drafter;
     controls.drafter = args.lossless.drafter.unwrap_or_default();
     controls.draft_max = args.lossless.draft_max as usize;
 
@@ -216,24 +210,20 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if let Some(w) = model.placement().lossless_warning() {
         state.notice(w);
     }
-    if let Some(t) = &tuned {
-        state.notice(if overrides_tuned(&args.skip) {
-            format!("{}; running the skip flags' mask instead", t.describe())
-        } else {
-            format!("{}: starting at its mask", t.describe())
-        });
+    if let Some(notice) = run_setup.tuned_notice() {
+        state.notice(notice);
     }
     let setup = WorkerSetup {
         context,
         sampling,
         max_tokens,
         start_probe,
-        model_path: path,
+        model_path: path.clone(),
         chats_dir,
         system,
         messages: loaded.messages.into_iter().map(|(m, _)| m).collect(),
     };
-    let worker = Worker::spawn(model, setup, controls, Some(writer))
+    let worker = Worker::spawn(run_setup.model, setup, controls, Some(writer))
         .context("starting the engine thread")?;
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
         tui::run(state, worker, !args.no_mouse)

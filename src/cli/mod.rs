@@ -1,4 +1,5 @@
-//! The command line: one module per subcommand, shared flags in [`args`].
+//! The command line: one module per subcommand (`chat` and `serve` are apps of their own,
+//! [`crate::chat`] and [`crate::serve`]); the flags they share are in [`crate::flags`].
 
 pub mod bench;
 pub mod bench_lossless;

@@ -8,15 +8,15 @@ use clap::Args;
 use serde_json::json;
 
 use super::progress::Progress;
-use crate::engine::{Model, PrefillPolicy};
+use crate::engine::PrefillPolicy;
 use crate::error::BadInput;
 use crate::flags::lossless::LosslessArgs;
-use crate::flags::tuned::{BaseArgs, overrides_tuned};
+use crate::flags::setup::{PlanInputs, RunSetup};
+use crate::flags::tuned::BaseArgs;
 use crate::flags::{CorpusArgs, ModelArgs, SkipArgs};
 use crate::quality::cross::evaluate_against;
 use crate::quality::{Slice, evaluate};
 use crate::skip::Mask;
-use crate::tune::base::{load_base, tuned_plan};
 
 /// Perplexity and divergence from full depth of one configuration.
 #[derive(Debug, Args)]
@@ -80,52 +80,29 @@ pub fn run(args: PplArgs) -> Result<()> {
         )
         .into());
     }
-    args.lossless.drafter()?;
-    let path = args.model.resolve()?;
-    let model = Model::load(&path, &args.model.model_options())?;
+    let setup = RunSetup::load(&args.model, &args.skip, &args.lossless)?;
+    let model = &setup.model;
     let n_layer = model.n_layer();
     let shape = args.corpus.shape();
     // A tuned file runs its own mask unless the flags name one, and its reference is the
     // model it was tuned from.
-    let tuned = crate::tune::read_tuned(&model)?;
-    let base = match &tuned {
-        Some(info) => Some(load_base(
-            &model,
-            info,
-            &path,
-            args.base.base.as_deref(),
-            &args.model.model_options(),
-        )?),
-        None if args.base.base.is_some() => {
-            return Err(crate::error::BadInput(format!(
-                "--base is for tuned files, and {} has no uniskip tuning metadata",
-                path.display()
-            ))
-            .into());
-        }
-        None => None,
-    };
-    let plan = match tuned.as_ref().filter(|_| !overrides_tuned(&args.skip)) {
-        Some(info) => tuned_plan(info, n_layer, shape.continuation + 1, args.seed)?,
-        None => {
-            let calibrated = args
-                .skip
-                .calibration_masks(Some(&path), args.profile.as_deref())?;
-            args.skip.plan_with(
-                n_layer,
-                shape.continuation + 1,
-                args.seed,
-                None,
-                calibrated.as_deref(),
-            )?
-        }
-    };
+    let tuned = setup.tuned.as_ref();
+    let base = setup.base(&args.base, &args.model)?;
+    let plan = setup.plan(
+        &args.skip,
+        PlanInputs {
+            planned_len: shape.continuation + 1,
+            seed: args.seed,
+            cost: None,
+            profile: args.profile.as_deref(),
+        },
+    )?;
     // Position j of the continuation is decode step j + 1.
     let masks: Vec<Mask> = (1..=shape.continuation)
         .map(|s| plan.mask(s).clone())
         .collect();
     let corpus = args.corpus.load()?;
-    let reference_model = base.as_ref().map_or(&model, |(_, b)| b);
+    let reference_model = base.as_ref().map_or(model, |(_, b)| b);
     let windows = corpus
         .windows(
             reference_model,
@@ -135,7 +112,7 @@ pub fn run(args: PplArgs) -> Result<()> {
         )
         .context("cutting the evaluation windows")?;
     if args.lossless.lossless {
-        return super::ppl_lossless::run(&args, &model, plan, &corpus, &windows, shape);
+        return super::ppl_lossless::run(&args, model, plan, &corpus, &windows, shape);
     }
     let threads = args.model.context_options(1).threads;
     let mut bar = Progress::new("evaluating");
@@ -144,7 +121,7 @@ pub fn run(args: PplArgs) -> Result<()> {
         Some((_, base_model)) => {
             let (on_base, on_tuned) = evaluate_against(
                 base_model,
-                &model,
+                model,
                 threads,
                 &windows,
                 shape,
@@ -157,7 +134,7 @@ pub fn run(args: PplArgs) -> Result<()> {
         }
         None => {
             let accs = evaluate(
-                &model,
+                model,
                 threads,
                 &windows,
                 shape,

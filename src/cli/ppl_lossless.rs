@@ -9,7 +9,6 @@ use serde_json::json;
 use super::ppl::PplArgs;
 use super::progress::Progress;
 use crate::engine::{LlamaToken, Model};
-use crate::flags::lossless::drafting_plan;
 use crate::quality::lossless::evaluate_lossless;
 use crate::quality::{Corpus, Slice, WindowShape};
 use crate::skip::Plan;
@@ -30,7 +29,7 @@ pub fn run(
         .lossless
         .config(&args.model, 1, draft_model.as_ref())?
         .expect("called with --lossless");
-    let plan = drafting_plan(&args.skip, plan, n_layer, shape.continuation + 1, args.seed)?;
+    let plan = plan.for_drafting();
     let uses_mask = !matches!(
         config.drafter,
         crate::engine::Drafter::Lookup | crate::engine::Drafter::Model

@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::engine::{ChatMessage, Lossless, Model, Request, StopReason, generate};
+use crate::engine::{ChatMessage, Lossless, Request, StopReason, generate};
 use crate::error::BadInput;
-use crate::flags::lossless::{LosslessArgs, drafting_plan};
+use crate::flags::lossless::LosslessArgs;
+use crate::flags::setup::{PlanInputs, RunSetup};
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::measure::draft_costs;
 use crate::measure::probe::{self, Probe};
@@ -139,17 +140,16 @@ fn describe_stop(stop: StopReason, n_ctx: usize) -> String {
 pub fn run(args: RunArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
     let sampling = args.sampling.sampling()?;
-    args.lossless.drafter()?;
-    let path = args.model.resolve()?;
-    let model = Model::load(&path, &args.model.model_options())?;
-    args.model.check_context(&model)?;
+    let setup = RunSetup::load(&args.model, &args.skip, &args.lossless)?;
+    let (path, model) = (&setup.path, &setup.model);
+    args.model.check_context(model)?;
     let n_seq = args.batch;
     let mut session = model.session(&args.model.context_options(n_seq))?;
     let probe = if args.skip.speedup_mode == SpeedupMode::Measured {
         let threads = args.model.context_options(1).threads;
         let probe_prompt = model.tokenize(crate::measure::PROBE_PROMPT, true)?;
         let (probe, from_cache) =
-            probe::cached_or_measure(&path, &mut session, &probe_prompt, threads)?;
+            probe::cached_or_measure(path, &mut session, &probe_prompt, threads)?;
         session.clear();
         if !args.json {
             eprintln!("{}", describe_probe(&probe, model.n_layer(), from_cache));
@@ -158,27 +158,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
-    // A tuned file applies its own mask unless skip flags say otherwise.
-    let tuned = super::tune::tuned_plan(&model, &args.skip)?;
-    let mut plan = match &tuned {
-        Some((plan, _)) => plan.clone(),
-        None => {
-            let profile = args.skip.calibration_masks(Some(&path), None)?;
-            args.skip.plan_with(
-                model.n_layer(),
-                args.max_tokens as usize,
-                u64::from(args.sampling.seed),
-                probe.as_ref().map(|p| &p.cost),
-                profile.as_deref(),
-            )?
-        }
-    };
-    let tuned = tuned.map(|(_, info)| info);
+    let plan = setup.plan(
+        &args.skip,
+        PlanInputs {
+            planned_len: args.max_tokens as usize,
+            seed: u64::from(args.sampling.seed),
+            cost: probe.as_ref().map(|p| &p.cost),
+            profile: None,
+        },
+    )?;
+    let plan = setup.decoding_plan(plan);
+    let tuned = setup.tuned.as_ref().filter(|_| setup.runs_tuned_mask);
     let prefill = args.skip.prefill;
     let draft_model = args.lossless.load_draft_model(&args.model)?;
     let threads = args.model.context_options(n_seq).threads;
     // What earlier runs measured drafting to cost here; this run adds to it.
-    let draft_costs = RefCell::new(draft_costs::load(&path, &model, threads, n_seq));
+    let draft_costs = RefCell::new(draft_costs::load(path, model, threads, n_seq));
     let lossless = args
         .lossless
         .config(&args.model, n_seq, draft_model.as_ref())?
@@ -186,15 +181,6 @@ pub fn run(args: RunArgs) -> Result<()> {
             costs: Some(&draft_costs),
             ..l
         });
-    if lossless.is_some() {
-        plan = drafting_plan(
-            &args.skip,
-            plan,
-            model.n_layer(),
-            args.max_tokens as usize,
-            u64::from(args.sampling.seed),
-        )?;
-    }
     let first = plan.mask(0);
     if let Some(w) = model.unverified_warning().filter(|_| !first.is_full()) {
         eprintln!("{w}");
@@ -260,7 +246,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     )?;
     if lossless.is_some() {
-        draft_costs::store(&path, &model, threads, n_seq, &draft_costs.borrow());
+        draft_costs::store(path, model, threads, n_seq, &draft_costs.borrow());
     }
     let active = first.active_indices();
     let n_steps = active_per_step.len().max(1) as f64;

@@ -409,25 +409,3 @@ fn print_report(r: &Report) {
         );
     }
 }
-
-/// The plan a tuned file asks for when the user gave no skip flags (no `--speedup`, no
-/// `--skip-layers`, no `--strategy`): its own mask. The prompt runs as `--prefill` says
-/// (full depth by default): on held-out text a whole-window-tuned SmolLM2 scored better with the prompt
-/// at full depth than under the mask (docs/TUNE.md). `None` for an untuned file, or when
-/// skip flags were given.
-pub fn tuned_plan(
-    model: &Model,
-    skip: &crate::flags::SkipArgs,
-) -> Result<Option<(Plan, crate::tune::TunedInfo)>> {
-    let Some(info) = crate::tune::read_tuned(model)? else {
-        return Ok(None);
-    };
-    if crate::flags::tuned::overrides_tuned(skip) {
-        return Ok(None);
-    }
-    let plan = match crate::tune::base::schedule_plan(&info, model.n_layer())? {
-        Some(schedule) => schedule,
-        None => Plan::new(PlanSettings::manual(info.mask()?), model.n_layer())?,
-    };
-    Ok(Some((plan, info)))
-}

@@ -3,15 +3,11 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{ModelArgs, SkipArgs};
+use super::ModelArgs;
 use crate::engine::speculative::{DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT};
 use crate::engine::{Drafter, Lossless, Model};
 use crate::error::BadInput;
-use crate::skip::{Mask, Plan};
-
-/// Target speedup of the mask drafter when `--lossless` is given without `--speedup`: the
-/// mask must skip something to draft cheaply.
-pub const DEFAULT_DRAFT_SPEEDUP: f64 = 2.0;
+use crate::skip::Mask;
 
 /// Lossless decoding: a cheap drafter proposes tokens, full depth checks them in one batch.
 #[derive(Debug, Clone, Args)]
@@ -112,25 +108,6 @@ pub struct DraftModel {
     pub model: Model,
     /// Its tuned mask (`None`: every block).
     pub mask: Option<Mask>,
-}
-
-/// The plan the mask drafter drafts under: `plan` itself, unless it keeps every block
-/// (nothing to gain from drafting at full depth), then [`DEFAULT_DRAFT_SPEEDUP`] with the
-/// same strategy.
-pub fn drafting_plan(
-    skip: &SkipArgs,
-    plan: Plan,
-    n_layer: usize,
-    planned_len: usize,
-    seed: u64,
-) -> Result<Plan> {
-    if !plan.mask(0).is_full() {
-        return Ok(plan);
-    }
-    let mut skip = skip.clone();
-    skip.speedup = DEFAULT_DRAFT_SPEEDUP;
-    skip.speedup_mode = crate::skip::SpeedupMode::Layers;
-    skip.plan(n_layer, planned_len, seed)
 }
 
 /// The drafter names, listed in `--help` and in the error for anything else.

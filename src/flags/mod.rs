@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 pub mod lossless;
+pub mod setup;
 pub mod tuned;
 
 use clap::Args;

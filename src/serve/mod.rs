@@ -26,9 +26,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::engine::Model;
 use crate::error::BadInput;
 use crate::flags::lossless::LosslessArgs;
+use crate::flags::setup::{PlanInputs, RunSetup};
 use crate::flags::{ModelArgs, SamplingArgs, SkipArgs};
 use crate::skip::SpeedupMode;
 use protocol::{Msg, Status};
@@ -142,10 +142,27 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.max_queue == 0 {
         return Err(BadInput("--max-queue must be at least 1".into()).into());
     }
-    args.lossless.drafter()?;
-    let path = args.model.resolve()?;
-    let model = Arc::new(Model::load(&path, &args.model.model_options())?);
-    args.model.check_context(&model)?;
+    let setup = RunSetup::load(&args.model, &args.skip, &args.lossless)?;
+    args.model.check_context(&setup.model)?;
+    // The server's default plan must be valid before anyone asks for it.
+    let inputs = PlanInputs {
+        planned_len: 16,
+        ..PlanInputs::default()
+    };
+    let probe_plan = setup
+        .plan(&args.skip, inputs)
+        .or_else(|e| match args.skip.speedup_mode {
+            // Measured mode needs the engine's probe first.
+            SpeedupMode::Measured => Ok(crate::skip::Plan::full(setup.model.n_layer())),
+            _ => Err(e),
+        })?;
+    if let Some(notice) = setup.tuned_notice() {
+        eprintln!("{notice}");
+    }
+    let RunSetup {
+        path, model, tuned, ..
+    } = setup;
+    let model = Arc::new(model);
     let parallel = args.parallel;
     let context = args.model.context_options(parallel);
     let slot_cells = context.n_ctx as usize / parallel as usize;
@@ -167,16 +184,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(m) = &args.model.model {
         aliases.push(m.clone());
     }
-    // The server's default plan must be valid before anyone asks for it.
-    let profile = args.skip.calibration_masks(Some(&path), None)?;
-    let probe_plan = args
-        .skip
-        .plan_with(model.n_layer(), 16, 0, None, profile.as_deref())
-        .or_else(|e| match args.skip.speedup_mode {
-            // Measured mode needs the engine's probe first.
-            SpeedupMode::Measured => Ok(crate::skip::Plan::full(model.n_layer())),
-            _ => Err(e),
-        })?;
     if let Some(w) = model.unverified_warning().filter(|_| !probe_plan.is_full()) {
         eprintln!("{w}");
     }
@@ -201,13 +208,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         status.clone(),
     )?;
-    let tuned = crate::tune::read_tuned(&model)?;
-    if let Some(info) = tuned
-        .as_ref()
-        .filter(|_| !crate::flags::tuned::overrides_tuned(&args.skip))
-    {
-        eprintln!("{} (from the file's metadata)", info.describe());
-    }
     let state = Arc::new(routes::AppState {
         tuned,
         model: model.clone(),

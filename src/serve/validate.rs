@@ -10,7 +10,7 @@ use super::routes::AppState;
 use super::wire::{ChatRequest, Content, Settings};
 use crate::engine::{ChatMessage, LlamaToken, Sampling};
 use crate::flags::SkipArgs;
-use crate::flags::lossless::drafting_plan;
+use crate::flags::setup::PlanInputs;
 use crate::skip::{Plan, Strategy};
 
 /// The conversation rendered by the model's chat template.
@@ -139,18 +139,7 @@ pub(super) fn check(state: &AppState, prompt: &str, s: Settings) -> Result<Check
     let sampling = sampling(state, &s)?;
     let plan = plan(state, &s, max_tokens, sampling.seed)?;
     let lossless = s.lossless.unwrap_or(state.lossless);
-    let plan = if lossless {
-        drafting_plan(
-            &skip_args(state, &s)?,
-            plan,
-            state.model.n_layer(),
-            max_tokens,
-            u64::from(sampling.seed),
-        )
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")).param("speedup"))?
-    } else {
-        plan
-    };
+    let plan = if lossless { plan.for_drafting() } else { plan };
     let stop = s.stop.map(|s| s.into_vec()).unwrap_or_default();
     if stop.len() > 16 {
         return Err(ApiError::bad_request("at most 16 stop strings").param("stop"));
@@ -279,28 +268,17 @@ pub(super) fn plan(
             "speedup"
         })
     };
-    if let Some(info) = state
-        .tuned
-        .as_ref()
-        .filter(|_| !crate::flags::tuned::overrides_tuned(&skip))
-    {
-        return crate::tune::base::tuned_plan(
-            info,
-            state.model.n_layer(),
-            max_tokens,
-            u64::from(seed),
-        )
-        .map_err(bad);
-    }
-    let profile = skip
-        .calibration_masks(Some(&state.model_path), None)
-        .map_err(bad)?;
-    skip.plan_with(
+    crate::flags::setup::plan_for(
+        &state.model_path,
         state.model.n_layer(),
-        max_tokens,
-        u64::from(seed),
-        state.cost.as_ref(),
-        profile.as_deref(),
+        state.tuned.as_ref(),
+        &skip,
+        PlanInputs {
+            planned_len: max_tokens,
+            seed: u64::from(seed),
+            cost: state.cost.as_ref(),
+            profile: None,
+        },
     )
     .map_err(bad)
 }

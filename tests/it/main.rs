@@ -15,6 +15,7 @@ mod hook_oracles;
 mod hostile_input;
 mod interrupt;
 mod lanes;
+mod layers;
 mod lossless;
 mod lossless_ppl;
 mod measured_mode;

@@ -1,114 +1,19 @@
-//! Generation: prefill, then decode step by step under a mask schedule, sampling with
-//! llama.cpp's sampler chain and streaming valid UTF-8.
+//! Generation: prefill, then decode step by step under a mask schedule, choosing tokens
+//! ([`crate::sampling`]) and streaming valid UTF-8; lossless rounds and teacher forcing
+//! are parts the step calls.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::{
-    sampling::LlamaSampler,
-    token::{LlamaToken, logit_bias::LlamaLogitBias},
-};
+use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
 use super::error::{EngineError, Result};
+use super::sampling::{Forcing, Picker, Sampling};
 use super::session::{BatchToken, Session};
-use super::speculative::{
-    Emitted, Entry, Lossless, Next, Picker, SpeculationStats, Speculator, rule::Rng,
-};
+use super::speculative::{Emitted, Entry, Lossless, Next, SpeculationStats, Speculator};
+use super::utf8::Utf8Stream;
 use uniskip_skip::Mask;
-
-/// Sampling settings. `temperature <= 0` means greedy.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sampling {
-    /// Softmax temperature; 0 or less picks the most likely token.
-    pub temperature: f32,
-    /// Keep the k most likely tokens (0: off).
-    pub top_k: i32,
-    /// Nucleus sampling threshold (1: off).
-    pub top_p: f32,
-    /// Drop tokens below this fraction of the top probability (0: off).
-    pub min_p: f32,
-    /// Penalty for repeating recent tokens (1: off).
-    pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
-    pub repeat_last_n: i32,
-    /// Seed of the random choice.
-    pub seed: u32,
-    /// Never choose an end-of-generation token: decode exactly the token limit (for
-    /// measurements).
-    pub ignore_eos: bool,
-}
-
-impl Sampling {
-    /// Greedy decoding: deterministic, what the oracles compare.
-    pub fn greedy() -> Self {
-        Sampling {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            seed: 0,
-            ignore_eos: false,
-        }
-    }
-
-    /// How tokens are picked: by llama.cpp's chain, or — for lossless decoding with
-    /// sampling, whose rejection rule needs the probabilities — by the chain's shaping
-    /// stages and a random source seeded alike.
-    pub(super) fn picker<'a>(&self, model: &super::Model, lossless: bool) -> Picker<'a> {
-        if lossless && self.temperature > 0.0 {
-            Picker::Shaped {
-                shape: LlamaSampler::chain_simple(self.stages(model, false)),
-                rng: Rng::new(u64::from(self.seed)),
-            }
-        } else {
-            Picker::Chain(LlamaSampler::chain_simple(self.stages(model, true)))
-        }
-    }
-
-    /// The sampler stages, with the final draw (`draw`) or without it.
-    fn stages(&self, model: &super::Model, draw: bool) -> Vec<LlamaSampler> {
-        let n_vocab = model.n_vocab() as i32;
-        let mut stages = Vec::new();
-        if self.ignore_eos {
-            let never: Vec<LlamaLogitBias> = model
-                .end_of_generation_tokens()
-                .into_iter()
-                .map(|t| LlamaLogitBias::new(t, f32::NEG_INFINITY))
-                .collect();
-            stages.push(LlamaSampler::logit_bias(n_vocab, &never));
-        }
-        if self.repeat_penalty != 1.0 {
-            stages.push(LlamaSampler::penalties(
-                n_vocab,
-                self.repeat_last_n,
-                self.repeat_penalty,
-                0.0,
-                0.0,
-            ));
-        }
-        if self.temperature <= 0.0 {
-            stages.push(LlamaSampler::greedy());
-        } else {
-            if self.top_k > 0 {
-                stages.push(LlamaSampler::top_k(self.top_k));
-            }
-            if self.top_p < 1.0 {
-                stages.push(LlamaSampler::top_p(self.top_p, 1));
-            }
-            if self.min_p > 0.0 {
-                stages.push(LlamaSampler::min_p(self.min_p, 1));
-            }
-            stages.push(LlamaSampler::temp(self.temperature));
-            if draw {
-                stages.push(LlamaSampler::dist(self.seed));
-            }
-        }
-        stages
-    }
-}
 
 /// Which blocks the prompt runs through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -213,53 +118,6 @@ fn rate(n: usize, t: Duration) -> f64 {
     }
 }
 
-/// Assembles token bytes into whole UTF-8 characters.
-#[derive(Debug, Default)]
-pub struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    /// Adds bytes and returns the complete characters now available; invalid bytes become
-    /// U+FFFD, an incomplete character at the end waits for the next call.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(
-                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
-                    );
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            self.pending.drain(..valid + bad);
-                        }
-                        None => {
-                            self.pending.drain(..valid);
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whatever is left at the end, lossily.
-    pub fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
-}
-
 /// A generation request: one prompt per sequence, all decoded together.
 pub struct Request<'a> {
     /// Full token sequences per sequence id (0..n). A prefix already in the cache is reused.
@@ -320,6 +178,29 @@ impl Emitter<'_, '_> {
         Emitted::Live
     }
 
+    /// The generation so far, with each stream's held-back tail flushed (and shown) as of
+    /// step `step`.
+    fn finish(self, step: usize) -> Generation {
+        let Emitter {
+            mut out,
+            mut streams,
+            on_piece,
+            ..
+        } = self;
+        for (seq, stream) in streams.iter_mut().enumerate() {
+            let rest = stream.finish();
+            if !rest.is_empty() {
+                out.texts[seq].push_str(&rest);
+                let _ = on_piece(Piece {
+                    seq,
+                    text: &rest,
+                    step,
+                });
+            }
+        }
+        out
+    }
+
     /// Marks every sequence still live as stopped by the caller.
     fn stop_all(&mut self) {
         for (stop, _) in self
@@ -374,11 +255,39 @@ pub fn generate(
     decode_loop(session, request, None, mask_for_step, on_piece)
 }
 
-/// The one decoding loop behind [`generate`] and [`super::generate_forced`].
-pub(super) fn decode_loop<'f>(
+/// [`generate`] with every token taken from `forcing`'s texts instead of chosen: the same
+/// loop, plain or lossless, so that a text can be scored from the very logits generation
+/// computes (with `--lossless`, verification's rows). A drafted token is kept when it
+/// equals the text's.
+pub fn generate_forced(
     session: &mut Session<'_>,
     request: &Request<'_>,
-    forcing: Option<&super::forced::Forcing<'f>>,
+    forcing: &Forcing<'_>,
+    mask_for_step: &mut dyn FnMut(usize) -> Mask,
+    on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> Result<Generation> {
+    let short = (0..request.prompts.len()).find(|&seq| {
+        forcing
+            .texts
+            .get(seq)
+            .is_none_or(|t| t.len() < request.max_tokens)
+    });
+    if let Some(seq) = short {
+        return Err(EngineError::ForcedTextShort {
+            seq,
+            tokens: forcing.texts.get(seq).map_or(0, Vec::len),
+            max_tokens: request.max_tokens,
+        });
+    }
+    decode_loop(session, request, Some(forcing), mask_for_step, on_piece)
+}
+
+/// The one decoding loop behind [`generate`] and [`generate_forced`]: check the request,
+/// prefill, then one step per generated token until every sequence has stopped.
+fn decode_loop<'f>(
+    session: &mut Session<'_>,
+    request: &Request<'_>,
+    forcing: Option<&Forcing<'f>>,
     mask_for_step: &mut dyn FnMut(usize) -> Mask,
     on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> Result<Generation> {
@@ -389,7 +298,6 @@ pub(super) fn decode_loop<'f>(
             n_seq: session.n_seq(),
         });
     }
-    let model = session.model();
     let total_prompt: usize = request.prompts.iter().map(Vec::len).sum();
     if total_prompt >= session.n_ctx() {
         return Err(EngineError::PromptTooLong {
@@ -397,23 +305,116 @@ pub(super) fn decode_loop<'f>(
             n_ctx: session.n_ctx(),
         });
     }
+    let model = session.model();
     let repair_before = session.repair_stats();
     let first_mask = mask_for_step(0);
-    let prefill_mask = &prefill_mask(request.prefill, request.lossless.is_some(), &first_mask);
+    let prefill_mask = prefill_mask(request.prefill, request.lossless.is_some(), &first_mask);
     let mut speculator = speculator(request.lossless, model, &first_mask, request.sampling)?;
-
-    // Prefill: reuse each sequence's cached common prefix; run the rest but the last token
-    // without logits, then every sequence's last prompt token together in one batch, whose
-    // logits give the first generated tokens.
-    let prefill_start = Instant::now();
-    let interrupted = || request.interrupt.is_some_and(|stop| stop());
-    let stopped_in_prefill = |prompt_tokens| {
-        Generation::before_decoding(
-            n,
-            StopReason::Stopped,
+    let Prefilled {
+        mut pickers,
+        mut next,
+        prompt_tokens,
+        time: prefill_time,
+    } = match prefill(session, request, forcing, &prefill_mask)? {
+        Prefill::Ready(prefilled) => prefilled,
+        Prefill::Interrupted {
             prompt_tokens,
-            prefill_start.elapsed(),
-        )
+            time,
+        } => {
+            let stopped = StopReason::Stopped;
+            return Ok(Generation::before_decoding(n, stopped, prompt_tokens, time));
+        }
+    };
+    let mut emitter = Emitter {
+        out: Generation::before_decoding(n, StopReason::MaxTokens, prompt_tokens, prefill_time),
+        streams: (0..n).map(|_| Utf8Stream::default()).collect(),
+        live: vec![true; n],
+        max_tokens: request.max_tokens,
+        on_piece,
+        model,
+    };
+    let decode_start = Instant::now();
+    if let Some(s) = speculator.as_mut() {
+        s.start_clock();
+    }
+    let mut repair_seen = repair_before;
+    let mut step = 0;
+    while let Some(batch) = choose(session, &mut emitter, &mut pickers, &next, step) {
+        step += 1;
+        let mask = mask_for_step(step);
+        let go_on = match speculator.as_mut() {
+            Some(spec) => lossless_step(
+                session,
+                spec,
+                &batch,
+                &mask,
+                &mut pickers,
+                &mut emitter,
+                &mut next,
+                step,
+            )?,
+            None => {
+                let indices = session.decode(&batch, Some(&mask))?;
+                for (t, i) in batch.iter().zip(indices) {
+                    next[t.seq as usize] = Next::Logits(i);
+                }
+                true
+            }
+        };
+        let repair_now = session.repair_stats();
+        emitter.out.repair_tokens += repair_now.tokens - repair_seen.tokens;
+        emitter.out.repair_time += repair_now.time - repair_seen.time;
+        repair_seen = repair_now;
+        if !go_on {
+            break;
+        }
+    }
+    let mut out = emitter.finish(step);
+    out.speculation = speculator.map(Speculator::finish);
+    out.decode_time = decode_start.elapsed().saturating_sub(out.repair_time);
+    Ok(out)
+}
+
+/// How prefill ended.
+enum Prefill<'f> {
+    /// Every prompt ran: decoding can start.
+    Ready(Prefilled<'f>),
+    /// The request's interrupt stopped it before the first token, after `prompt_tokens`
+    /// tokens and `time` (the cache keeps what ran).
+    Interrupted {
+        /// Prompt tokens that ran.
+        prompt_tokens: usize,
+        /// Time they took.
+        time: Duration,
+    },
+}
+
+/// What prefill leaves for the first step: a picker per sequence (its prompt recorded for
+/// repetition penalties), where each first token comes from, and what the prompt cost.
+struct Prefilled<'f> {
+    pickers: Vec<Picker<'f>>,
+    next: Vec<Next>,
+    prompt_tokens: usize,
+    time: Duration,
+}
+
+/// Runs the prompts: each sequence's cached common prefix is reused, the rest but the last
+/// token runs without logits in chunks of the batch size, then every sequence's last prompt
+/// token runs together in one batch whose logits give the first generated tokens. The
+/// request's interrupt is asked before every batch.
+fn prefill<'f>(
+    session: &mut Session<'_>,
+    request: &Request<'_>,
+    forcing: Option<&Forcing<'f>>,
+    mask: &Mask,
+) -> Result<Prefill<'f>> {
+    let n = request.prompts.len();
+    let model = session.model();
+    let start = Instant::now();
+    let interrupted = || request.interrupt.is_some_and(|stop| stop());
+    let stopped = |prompt_tokens| Prefill::Interrupted {
+        prompt_tokens,
+        time: start.elapsed(),
     };
     let mut prompt_tokens = 0;
     let mut pickers: Vec<Picker<'f>> = Vec::with_capacity(n);
@@ -433,9 +434,9 @@ pub(super) fn decode_loop<'f>(
         let fresh = &prompt[common..prompt.len() - 1];
         for chunk in fresh.chunks(session.n_batch()) {
             if interrupted() {
-                return Ok(stopped_in_prefill(prompt_tokens));
+                return Ok(stopped(prompt_tokens));
             }
-            session.prefill(seq as i32, chunk, Some(prefill_mask))?;
+            session.prefill(seq as i32, chunk, Some(mask))?;
             prompt_tokens += chunk.len();
         }
         last_tokens.push(BatchToken {
@@ -458,150 +459,95 @@ pub(super) fn decode_loop<'f>(
         pickers.push(picker);
     }
     if interrupted() {
-        return Ok(stopped_in_prefill(prompt_tokens));
+        return Ok(stopped(prompt_tokens));
     }
-    let logit_index = session.decode(&last_tokens, Some(prefill_mask))?;
+    let logit_index = session.decode(&last_tokens, Some(mask))?;
     prompt_tokens += n;
-    let mut next: Vec<Next> = logit_index.into_iter().map(Next::Logits).collect();
-    let mut emitter = Emitter {
-        out: Generation::before_decoding(
-            n,
-            StopReason::MaxTokens,
-            prompt_tokens,
-            prefill_start.elapsed(),
-        ),
-        streams: (0..n).map(|_| Utf8Stream::default()).collect(),
-        live: vec![true; n],
-        max_tokens: request.max_tokens,
-        on_piece,
-        model,
-    };
-    let decode_start = Instant::now();
-    if let Some(s) = speculator.as_mut() {
-        s.start_clock();
-    }
-    let mut repair_seen = repair_before;
-
-    let mut step = 0;
-    loop {
-        // Choose one token per live sequence: from the logits of the previous decode, or
-        // the one verification already chose.
-        let mut batch = Vec::with_capacity(n);
-        let mut stopped = false;
-        for seq in 0..n {
-            if !emitter.live[seq] {
-                continue;
-            }
-            let token = match next[seq] {
-                Next::Logits(i) => pickers[seq].pick(session, i),
-                Next::Chosen(t) => t,
-            };
-            match emitter.emit(seq, token, step) {
-                Emitted::Live => batch.push(BatchToken {
-                    seq: seq as i32,
-                    token,
-                    logits: true,
-                }),
-                Emitted::Ended => {}
-                // Asked to stop: the other sequences are not sampled or shown this step.
-                Emitted::Stop => {
-                    stopped = true;
-                    break;
-                }
-            }
-        }
-        if stopped {
-            emitter.stop_all();
-            break;
-        }
-        if batch.is_empty() {
-            break;
-        }
-        if session.n_cached() + batch.len() > session.n_ctx() {
-            for t in &batch {
-                emitter.out.stop[t.seq as usize] = StopReason::ContextFull;
-            }
-            break;
-        }
-        step += 1;
-        let mask = mask_for_step(step);
-        if let Some(spec) = speculator.as_mut() {
-            let entries: Vec<Entry> = batch
-                .iter()
-                .map(|t| Entry {
-                    seq: t.seq,
-                    token: t.token,
-                    room: request.max_tokens - emitter.out.tokens[t.seq as usize].len(),
-                })
-                .collect();
-            let outcome =
-                spec.round(session, &entries, &mask, &mut pickers, &mut |seq, token| {
-                    emitter.emit(seq, token, step)
-                })?;
-            for (seq, chosen) in outcome.next {
-                next[seq as usize] = chosen;
-            }
-            if outcome.stopped {
-                emitter.stop_all();
-                break;
-            }
-        } else {
-            let indices = session.decode(&batch, Some(&mask))?;
-            for (t, i) in batch.iter().zip(indices) {
-                next[t.seq as usize] = Next::Logits(i);
-            }
-        }
-        let repair_now = session.repair_stats();
-        emitter.out.repair_tokens += repair_now.tokens - repair_seen.tokens;
-        emitter.out.repair_time += repair_now.time - repair_seen.time;
-        repair_seen = repair_now;
-    }
-    let Emitter {
-        mut out,
-        mut streams,
-        on_piece,
-        ..
-    } = emitter;
-    for (seq, stream) in streams.iter_mut().enumerate() {
-        let rest = stream.finish();
-        if !rest.is_empty() {
-            out.texts[seq].push_str(&rest);
-            let _ = on_piece(Piece {
-                seq,
-                text: &rest,
-                step,
-            });
-        }
-    }
-    out.speculation = speculator.map(Speculator::finish);
-    out.decode_time = decode_start.elapsed().saturating_sub(out.repair_time);
-    Ok(out)
+    Ok(Prefill::Ready(Prefilled {
+        pickers,
+        next: logit_index.into_iter().map(Next::Logits).collect(),
+        prompt_tokens,
+        time: start.elapsed(),
+    }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_stream_holds_back_a_character_split_across_tokens() {
-        let mut s = Utf8Stream::default();
-        let bytes = "é🦀".as_bytes();
-        assert_eq!(s.push(&bytes[..1]), "");
-        assert_eq!(s.push(&bytes[1..3]), "é");
-        assert_eq!(s.push(&bytes[3..]), "🦀");
-        assert_eq!(s.finish(), "");
+/// Chooses and emits one token per live sequence (from the logits of the previous decode,
+/// or the one verification already chose) and returns the batch to decode next; `None`
+/// when generation ends here: every sequence stopped, the caller asked to stop, or the
+/// context has no room for the batch.
+fn choose(
+    session: &Session<'_>,
+    emitter: &mut Emitter<'_, '_>,
+    pickers: &mut [Picker<'_>],
+    next: &[Next],
+    step: usize,
+) -> Option<Vec<BatchToken>> {
+    let mut batch = Vec::with_capacity(next.len());
+    for seq in 0..next.len() {
+        if !emitter.live[seq] {
+            continue;
+        }
+        let token = match next[seq] {
+            Next::Logits(i) => pickers[seq].pick(session, i),
+            Next::Chosen(t) => t,
+        };
+        match emitter.emit(seq, token, step) {
+            Emitted::Live => batch.push(BatchToken {
+                seq: seq as i32,
+                token,
+                logits: true,
+            }),
+            Emitted::Ended => {}
+            // Asked to stop: the other sequences are not sampled or shown this step.
+            Emitted::Stop => {
+                emitter.stop_all();
+                return None;
+            }
+        }
     }
-
-    #[test]
-    fn utf8_stream_replaces_invalid_bytes_and_goes_on() {
-        let mut s = Utf8Stream::default();
-        assert_eq!(s.push(b"a\xffb"), "a\u{FFFD}b");
+    if batch.is_empty() {
+        return None;
     }
-
-    #[test]
-    fn utf8_stream_flushes_an_incomplete_tail_lossily() {
-        let mut s = Utf8Stream::default();
-        assert_eq!(s.push(&[0xF0, 0x9F]), "");
-        assert_eq!(s.finish(), "\u{FFFD}");
+    if session.n_cached() + batch.len() > session.n_ctx() {
+        for t in &batch {
+            emitter.out.stop[t.seq as usize] = StopReason::ContextFull;
+        }
+        return None;
     }
+    Some(batch)
+}
+
+/// One lossless round for `batch` at decode step `step`: drafts under `mask`, verified at
+/// full depth; the tokens it keeps are emitted as it goes, and `next` learns where each
+/// sequence's next token comes from. `false` when the caller asked to stop.
+#[allow(clippy::too_many_arguments)]
+fn lossless_step(
+    session: &mut Session<'_>,
+    spec: &mut Speculator<'_>,
+    batch: &[BatchToken],
+    mask: &Mask,
+    pickers: &mut [Picker<'_>],
+    emitter: &mut Emitter<'_, '_>,
+    next: &mut [Next],
+    step: usize,
+) -> Result<bool> {
+    let entries: Vec<Entry> = batch
+        .iter()
+        .map(|t| Entry {
+            seq: t.seq,
+            token: t.token,
+            room: emitter.max_tokens - emitter.out.tokens[t.seq as usize].len(),
+        })
+        .collect();
+    let outcome = spec.round(session, &entries, mask, pickers, &mut |seq, token| {
+        emitter.emit(seq, token, step)
+    })?;
+    for (seq, chosen) in outcome.next {
+        next[seq as usize] = chosen;
+    }
+    if outcome.stopped {
+        emitter.stop_all();
+        return Ok(false);
+    }
+    Ok(true)
 }

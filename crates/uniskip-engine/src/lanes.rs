@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
 
 use super::error::{EngineError, Result};
-use super::generate::{self, PrefillPolicy, Sampling, StopReason, Utf8Stream};
+use super::generate::{self, PrefillPolicy, StopReason};
 use super::model::Model;
+use super::sampling::{Picker, Sampling};
 use super::session::{BatchToken, Session};
-use super::speculative::{Emitted, Entry, Lossless, Next, Picker, SpeculationStats, Speculator};
+use super::speculative::{Emitted, Entry, Lossless, Next, SpeculationStats, Speculator};
+use super::utf8::Utf8Stream;
 use uniskip_skip::{Mask, Plan};
 
 /// What one lane generates.

@@ -7,7 +7,6 @@
 #[allow(unsafe_code)]
 pub mod cpu;
 mod error;
-mod forced;
 mod generate;
 // The FFI modules: the only places `unsafe` is allowed (Cargo.toml denies it elsewhere).
 #[allow(unsafe_code)]
@@ -21,15 +20,16 @@ mod model;
 mod prune;
 #[allow(unsafe_code)]
 pub mod rpc;
+mod sampling;
 mod session;
 pub mod speculative;
 #[allow(unsafe_code)]
 mod train;
+mod utf8;
 
 pub use error::{EngineError, Result};
-pub use forced::{Forcing, generate_forced};
 pub use generate::{
-    Generation, Piece, PrefillPolicy, Request, Sampling, StopReason, Utf8Stream, generate,
+    Generation, Piece, PrefillPolicy, Request, StopReason, generate, generate_forced,
 };
 pub use kv::SeqLedger;
 pub use lanes::{LanePhase, LaneReport, LaneSpec, Lanes};
@@ -39,6 +39,8 @@ pub use model::{
     ChatMessage, ContextOptions, Model, ModelOptions, Placement, VERIFIED_ARCHITECTURES,
 };
 pub use prune::write_pruned_model;
+pub use sampling::{ForcedRow, Forcing, Observer, Sampling};
 pub use session::{BatchToken, RepairStats, Session};
-pub use speculative::{Drafter, ForcedRow, Lossless, Observer, SpeculationStats};
+pub use speculative::{Drafter, Lossless, SpeculationStats};
 pub use train::{Trainer, TrainerOptions, TrainingMask, WINDOW_QUANTUM, quantize, write_f32_model};
+pub use utf8::Utf8Stream;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cost::{CostError, CostModel, SpeedupMode, speedup_by_layers};
 pub use layers::{LayerListError, parse_layer_list};
-pub use plan::{Plan, PlanSettings, SettingsError};
+pub use plan::{DEFAULT_DRAFT_SPEEDUP, Plan, PlanSettings, SettingsError};
 pub use strategy::{
     BlockPlacement, Depth, PlanError, SplitMix64, Strategy, StrategySpec, plan, skipdecode_schedule,
 };

@@ -241,6 +241,31 @@ impl Plan {
         }
     }
 
+    /// The plan lossless decoding's mask drafter drafts under: this plan, unless it keeps
+    /// every block (a full-depth draft costs what verifying it saves); then the same
+    /// strategy and settings at [`DEFAULT_DRAFT_SPEEDUP`] counted in blocks, or unified
+    /// there when this plan's strategy cannot be replanned (a manual mask that skips
+    /// nothing).
+    pub fn for_drafting(&self) -> Plan {
+        if !self.is_full() {
+            return self.clone();
+        }
+        let replanned = PlanSettings {
+            target: DEFAULT_DRAFT_SPEEDUP,
+            mode: SpeedupMode::Layers,
+            ..self.settings.clone()
+        };
+        Plan::new(replanned, self.n_layer)
+            .ok()
+            .filter(|p| !p.is_full())
+            .or_else(|| {
+                let unified = PlanSettings::new(Strategy::Unified, DEFAULT_DRAFT_SPEEDUP);
+                Plan::new(unified, self.n_layer).ok()
+            })
+            // A model too shallow to skip anything drafts at full depth.
+            .unwrap_or_else(|| self.clone())
+    }
+
     /// Mean number of computed blocks over steps `first..first + steps`.
     pub fn mean_active(&self, first: usize, steps: usize) -> f64 {
         let steps = steps.max(1);
@@ -251,9 +276,35 @@ impl Plan {
     }
 }
 
+/// Target speedup of lossless decoding's mask drafter when the plan in force keeps every
+/// block (no `--speedup` with `--lossless`): the mask must skip something to draft cheaply.
+pub const DEFAULT_DRAFT_SPEEDUP: f64 = 2.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_that_skips_blocks_drafts_under_itself() {
+        let plan = Plan::new(PlanSettings::new(Strategy::EarlyExit, 1.5), 30).unwrap();
+        assert_eq!(plan.for_drafting(), plan);
+    }
+
+    #[test]
+    fn a_full_depth_plan_drafts_at_the_default_speedup_with_its_own_strategy() {
+        let full = Plan::new(PlanSettings::new(Strategy::EarlyExit, 1.0), 30).unwrap();
+        let drafting = full.for_drafting();
+        let expected = Plan::new(PlanSettings::new(Strategy::EarlyExit, 2.0), 30).unwrap();
+        assert_eq!(drafting.mask(1), expected.mask(1));
+        assert_eq!(drafting.mask(1).n_active(), 15);
+    }
+
+    #[test]
+    fn a_manual_mask_that_skips_nothing_drafts_under_the_unified_mask() {
+        let drafting = Plan::fixed(Mask::full(30)).for_drafting();
+        let unified = Plan::new(PlanSettings::new(Strategy::Unified, 2.0), 30).unwrap();
+        assert_eq!(drafting.mask(1), unified.mask(1));
+    }
 
     #[test]
     fn unified_settings_plan_the_papers_mask_for_every_step() {

@@ -6,8 +6,9 @@ use std::time::Instant;
 use llama_cpp_2::token::LlamaToken;
 
 use super::rule::Dist;
-use super::{Drafter, Entry, Kind, Picker, Speculator, VERIFY_ROWS_MAX, lookup, picker};
+use super::{Drafter, Entry, Kind, Picker, Speculator, VERIFY_ROWS_MAX, lookup};
 use crate::error::Result;
+use crate::sampling as picker;
 use crate::session::{BatchToken, Session};
 use uniskip_skip::Mask;
 

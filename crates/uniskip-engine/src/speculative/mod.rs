@@ -11,7 +11,6 @@
 //! the K/V ledger only ever holds full-depth positions and no repair is ever needed.
 
 mod drafting;
-mod picker;
 mod verify;
 
 use std::cell::RefCell;
@@ -19,7 +18,7 @@ use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
 
-pub use picker::{ForcedRow, Observer, Picker};
+pub use crate::sampling::{ForcedRow, Observer, Picker};
 // The drafting policy is pure (crates/uniskip-draft); this module runs it on the model.
 pub use uniskip_draft::{
     Controller, DRAFT_MAX_DEFAULT, DRAFT_MAX_LIMIT, DraftCosts, Drafter, Kind, SpeculationStats,

@@ -3,8 +3,8 @@
 use llama_cpp_2::token::LlamaToken;
 
 use super::drafting::Draft;
-use super::picker::Picker;
 use super::rule::{self, Dist, Verdict};
+use crate::sampling::Picker;
 use crate::session::Session;
 
 /// Verifies drafted token `i` of `d` against full depth's row `row`.

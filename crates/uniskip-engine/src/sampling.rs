@@ -1,4 +1,5 @@
-//! Choosing a token from a row of logits, in the two ways generation needs.
+//! How a token is chosen from a row of logits: the sampling settings, and the pickers that
+//! apply them.
 //!
 //! Plain decoding and greedy lossless decoding let llama.cpp's sampler chain choose.
 //! Lossless decoding with sampling needs the probabilities themselves (the rejection rule
@@ -9,10 +10,113 @@
 
 use std::cell::RefCell;
 
-use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::{LlamaToken, logit_bias::LlamaLogitBias};
 
-use super::rule::{Dist, Rng};
 use crate::session::Session;
+use uniskip_draft::rule::{Dist, Rng};
+
+/// Sampling settings. `temperature <= 0` means greedy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature; 0 or less picks the most likely token.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: off).
+    pub top_k: i32,
+    /// Nucleus sampling threshold (1: off).
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the top probability (0: off).
+    pub min_p: f32,
+    /// Penalty for repeating recent tokens (1: off).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: i32,
+    /// Seed of the random choice.
+    pub seed: u32,
+    /// Never choose an end-of-generation token: decode exactly the token limit (for
+    /// measurements).
+    pub ignore_eos: bool,
+}
+
+impl Sampling {
+    /// Greedy decoding: deterministic, what the oracles compare.
+    pub fn greedy() -> Self {
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+            ignore_eos: false,
+        }
+    }
+
+    /// How tokens are picked: by llama.cpp's chain, or — for lossless decoding with
+    /// sampling, whose rejection rule needs the probabilities — by the chain's shaping
+    /// stages and a random source seeded alike.
+    pub(crate) fn picker<'a>(&self, model: &crate::Model, lossless: bool) -> Picker<'a> {
+        if lossless && self.temperature > 0.0 {
+            Picker::Shaped {
+                shape: LlamaSampler::chain_simple(self.stages(model, false)),
+                rng: Rng::new(u64::from(self.seed)),
+            }
+        } else {
+            Picker::Chain(LlamaSampler::chain_simple(self.stages(model, true)))
+        }
+    }
+
+    /// The sampler stages, with the final draw (`draw`) or without it.
+    fn stages(&self, model: &crate::Model, draw: bool) -> Vec<LlamaSampler> {
+        let n_vocab = model.n_vocab() as i32;
+        let mut stages = Vec::new();
+        if self.ignore_eos {
+            let never: Vec<LlamaLogitBias> = model
+                .end_of_generation_tokens()
+                .into_iter()
+                .map(|t| LlamaLogitBias::new(t, f32::NEG_INFINITY))
+                .collect();
+            stages.push(LlamaSampler::logit_bias(n_vocab, &never));
+        }
+        if self.repeat_penalty != 1.0 {
+            stages.push(LlamaSampler::penalties(
+                n_vocab,
+                self.repeat_last_n,
+                self.repeat_penalty,
+                0.0,
+                0.0,
+            ));
+        }
+        if self.temperature <= 0.0 {
+            stages.push(LlamaSampler::greedy());
+        } else {
+            if self.top_k > 0 {
+                stages.push(LlamaSampler::top_k(self.top_k));
+            }
+            if self.top_p < 1.0 {
+                stages.push(LlamaSampler::top_p(self.top_p, 1));
+            }
+            if self.min_p > 0.0 {
+                stages.push(LlamaSampler::min_p(self.min_p, 1));
+            }
+            stages.push(LlamaSampler::temp(self.temperature));
+            if draw {
+                stages.push(LlamaSampler::dist(self.seed));
+            }
+        }
+        stages
+    }
+}
+
+/// Teacher forcing: every sequence takes the tokens of a given text instead of choosing
+/// (the first from the prompt's logits), and `observe` sees each row that predicted one.
+pub struct Forcing<'a> {
+    /// Per sequence, the tokens to take, at least the request's `max_tokens` each.
+    pub texts: &'a [Vec<LlamaToken>],
+    /// Sees every row that predicted a token of a text.
+    pub observe: &'a Observer<'a>,
+}
 
 /// A logit row that predicted a token of a forced text.
 pub struct ForcedRow<'r> {
