@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Peers for `uniskip bench --lossless`: llama.cpp's own prompt-lookup decoding
-# (llama-lookup), draft-model speculation (llama-speculative-simple) and raw batch costs
-# (llama-bench), built from the
+# Peers for `uniskip bench --lossless` and `uniskip serve`: llama.cpp's own prompt-lookup
+# decoding (llama-lookup), draft-model speculation (llama-speculative-simple), raw batch
+# costs (llama-bench) and its OpenAI-compatible server (llama-server), built from the
 # llama.cpp tree that the llama-cpp-python source package carries, with the same CPU flags
 # as uniskip's build (AVX2, no -march=native), and run on the same prompts.
 #
 #   bash scripts/peers.sh build          # download (sha256-checked) and build, once
 #   bash scripts/peers.sh run [options]  # run both tools and uniskip; print one table
 #   bash scripts/peers.sh costs [options]  # uniskip's --costs beside llama-bench's raw costs
+#   bash scripts/peers.sh serve [options]  # scripts/serve-bench.py with llama-server beside
 #
 # Nothing is written into the repository: sources, build and logs live under
 # $UNISKIP_PEERS (default ~/.cache/uniskip/peers).
@@ -44,23 +45,24 @@ fetch() {
 
 build() {
     fetch
-    if [ -x "$BIN/llama-lookup" ] && [ -x "$BIN/llama-speculative-simple" ] && [ -x "$BIN/llama-bench" ]; then
+    if [ -x "$BIN/llama-lookup" ] && [ -x "$BIN/llama-speculative-simple" ] && [ -x "$BIN/llama-bench" ] \
+        && [ -x "$BIN/llama-server" ]; then
         echo "peers: already built in $BIN" >&2
         return
     fi
     command -v cmake >/dev/null || die "cmake is missing (bash scripts/setup.sh installs it)" 2
-    echo "peers: building llama-lookup, llama-speculative-simple and llama-bench in $BUILD (several minutes)" >&2
+    echo "peers: building llama-lookup, llama-speculative-simple, llama-bench and llama-server in $BUILD (several minutes)" >&2
     # AVX2/FMA/F16C, not tuned to this machine: uniskip's `haswell` CPU variant, which `run`
     # selects for uniskip too (UNISKIP_CPU_VARIANT). OpenMP stays on, as in uniskip's build.
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
         -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF \
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF \
         >"$CACHE/cmake.log" 2>&1 || die "cmake configure failed; see $CACHE/cmake.log"
     nice -n 19 cmake --build "$BUILD" --config Release -j "${JOBS:-$(nproc)}" \
-        --target llama-lookup llama-speculative-simple llama-bench >"$CACHE/build.log" 2>&1 \
+        --target llama-lookup llama-speculative-simple llama-bench llama-server >"$CACHE/build.log" 2>&1 \
         || die "build failed; see $CACHE/build.log"
-    echo "peers: built $BIN/llama-lookup, $BIN/llama-speculative-simple and $BIN/llama-bench" >&2
+    echo "peers: built llama-lookup, llama-speculative-simple, llama-bench and llama-server in $BIN" >&2
 }
 
 usage() {
@@ -68,6 +70,7 @@ usage() {
 usage: bash scripts/peers.sh build
        bash scripts/peers.sh run [-m MODEL] [-t THREADS] [-n TOKENS] [--rounds R] [--draft-max K] [--quick]
        bash scripts/peers.sh costs [-m MODEL] [-t THREADS] [--rounds R]   (see costs --help)
+       bash scripts/peers.sh serve [--model MODEL] [serve-bench.py options] (see serve --help)
 
 run: uniskip bench --lossless (plain full depth and every drafter), then llama.cpp on the
 same prompts (the model's chat template applied by uniskip, special tokens parsed), the
@@ -300,8 +303,30 @@ print(f"\nJSON and logs: {out}")
 PY
 }
 
+# `uniskip serve` beside llama-server: the same file, threads, context and slots, the same
+# requests in the same interleaved rounds (scripts/serve-bench.py says how it measures).
+serve() {
+    local model=smollm2
+    local -a rest=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --model) model=$2; shift 2 ;;
+            -h|--help) python3 "$ROOT/scripts/serve-bench.py" --help; exit 0 ;;
+            *) rest+=("$1"); shift ;;
+        esac
+    done
+    local uniskip=$ROOT/target/release/uniskip
+    [ -x "$uniskip" ] || die "$uniskip is missing: run cargo build --release first" 2
+    local gguf
+    gguf=$("$uniskip" fetch "$model" 2>/dev/null | tail -n 1 | sed 's/^[^:]*: //')
+    [ -f "$gguf" ] || die "cannot find model $model (uniskip fetch $model)"
+    python3 "$ROOT/scripts/serve-bench.py" --model "$model" --model-file "$gguf" \
+        --llama-server "$BIN/llama-server" "${rest[@]}"
+}
+
 case "${1:-}" in
     build) build ;;
+    serve) shift; build >/dev/null; serve "$@" ;;
     costs) shift; build >/dev/null; costs "$@" ;;
     run) shift; build >/dev/null; run "$@" ;;
     -h|--help|help) usage ;;

@@ -9,8 +9,14 @@ the last answer (prompts included), and the mean of the requests' own decode tok
 Rounds are interleaved over the grid after one warm-up request; the median and the best
 round are shown (on a machine whose load comes and goes, the best is the least disturbed).
 
+With `--llama-server PATH` (`bash scripts/peers.sh serve` builds it and passes it), llama.cpp's
+own server runs beside it on the same file, threads, context and slots, answering the same
+requests at full depth in the same rounds; the ratios are taken round by round (both
+servers measured minutes apart at most) and their median is shown.
+
     python3 scripts/serve-bench.py [--clients 1,4,8] [--speedups 1,2] [--tokens 64]
                                    [--rounds 3] [--threads 2] [--model smollm2]
+                                   [--llama-server PATH --model-file GGUF]
 
 Only the Python standard library; the server is this checkout's release binary.
 """
@@ -47,6 +53,37 @@ def post(base, body):
         return json.load(response)
 
 
+def wait_healthy(base, process, seconds=120):
+    """Polls GET /health until the server answers 200 (llama-server loads the model first)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit("llama-server exited: " + process.stderr.read()[-2000:])
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    sys.exit("llama-server did not become healthy")
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def own_rate(response):
+    """A response's own decode tokens/s: uniskip's extension, or llama-server's timings."""
+    if "uniskip" in response:
+        return response["uniskip"]["decode_tokens_per_s"]
+    return response.get("timings", {}).get("predicted_per_second", float("nan"))
+
+
 def one_round(base, clients, speedup, tokens):
     results = [None] * clients
 
@@ -59,7 +96,7 @@ def one_round(base, clients, speedup, tokens):
                 "max_tokens": tokens,
                 "temperature": 0,
                 "ignore_eos": True,
-                "speedup": speedup,
+                **({} if speedup is None else {"speedup": speedup}),
             },
         )
 
@@ -71,8 +108,44 @@ def one_round(base, clients, speedup, tokens):
         t.join()
     wall = time.monotonic() - start
     generated = sum(r["usage"]["completion_tokens"] for r in results)
-    own = statistics.mean(r["uniskip"]["decode_tokens_per_s"] for r in results)
-    return generated / wall, own, results[0]["uniskip"]["active_blocks"]
+    own = statistics.mean(own_rate(r) for r in results)
+    blocks = results[0].get("uniskip", {}).get("active_blocks", "all")
+    return generated / wall, own, blocks
+
+
+def start_uniskip(binary, args, parallel):
+    env = dict(os.environ)
+    if args.llama_server:
+        # The peers are built for AVX2 (x86-64 level 3): uniskip runs the same CPU code.
+        env.setdefault("UNISKIP_CPU_VARIANT", "haswell")
+    server = subprocess.Popen(
+        [binary, "serve", "-m", args.model_file or args.model, "--port", "0",
+         "--threads", str(args.threads), "--parallel", str(parallel), "--ctx", str(args.ctx)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = server.stdout.readline()
+    if not line.startswith("listening on "):
+        sys.exit("the server did not start: " + server.stderr.read())
+    print(server.stderr.readline().strip(), file=sys.stderr)
+    return server, line.split("listening on ", 1)[1].strip()
+
+
+def start_llama_server(path, args, parallel):
+    port = free_port()
+    server = subprocess.Popen(
+        [path, "-m", args.model_file, "--host", "127.0.0.1", "--port", str(port),
+         "-t", str(args.threads), "-tb", str(args.threads), "-c", str(args.ctx),
+         "-np", str(parallel), "-ngl", "0", "--no-webui"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(base, server)
+    return server, base
 
 
 def main():
@@ -83,49 +156,66 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--model-file", help="the GGUF file itself (needed with --llama-server)")
     parser.add_argument("--ctx", type=int, default=2048)
+    parser.add_argument("--llama-server", help="llama.cpp's llama-server, run beside at full depth")
     args = parser.parse_args()
+    if args.llama_server and not args.model_file:
+        sys.exit("--llama-server needs --model-file GGUF (the same file for both servers)")
     clients = [int(c) for c in args.clients.split(",")]
     speedups = [float(s) for s in args.speedups.split(",")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = os.path.join(root, "target", "release", "uniskip")
     if not os.access(binary, os.X_OK):
         sys.exit("build uniskip first (cargo build --release)")
-    server = subprocess.Popen(
-        [binary, "serve", "-m", args.model, "--port", "0", "--threads", str(args.threads),
-         "--parallel", str(max(clients)), "--ctx", str(args.ctx)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    servers = []
     try:
-        line = server.stdout.readline()
-        if not line.startswith("listening on "):
-            sys.exit("the server did not start: " + server.stderr.read())
-        base = line.split("listening on ", 1)[1].strip()
-        print(server.stderr.readline().strip(), file=sys.stderr)
+        uniskip, base = start_uniskip(binary, args, max(clients))
+        servers.append(uniskip)
+        # Each cell of the grid: (label, base URL, speedup field or None, clients).
+        grid = [("uniskip", base, s, c) for s in speedups for c in clients]
         post(base, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8})
-        grid = [(s, c) for s in speedups for c in clients]
-        seen = {key: [] for key in grid}
+        if args.llama_server:
+            llama, llama_base = start_llama_server(args.llama_server, args, max(clients))
+            servers.append(llama)
+            grid += [("llama-server", llama_base, None, c) for c in clients]
+            post(llama_base, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8})
+        seen = {cell[0::2] + (cell[3],): [] for cell in grid}
         for r in range(args.rounds):
-            for s, c in grid:
-                seen[(s, c)].append(one_round(base, c, s, args.tokens))
-                print(f"round {r + 1}: speedup {s:g}, {c} clients: "
-                      f"{seen[(s, c)][-1][0]:.1f} tok/s", file=sys.stderr)
-        print(f"| target | active blocks | clients | aggregate tok/s, median of {args.rounds} "
-              f"| best round | per request tok/s (median) | best vs the first row's best |")
+            for label, url, s, c in grid:
+                key = (label, s, c)
+                seen[key].append(one_round(url, c, s, args.tokens))
+                print(f"round {r + 1}: {label} speedup {s if s is not None else 1:g}, "
+                      f"{c} clients: {seen[key][-1][0]:.1f} tok/s", file=sys.stderr)
+        print(f"| server | target | active blocks | clients | aggregate tok/s, median of "
+              f"{args.rounds} | best round | per request tok/s (median) |")
         print("|---|---|---|---|---|---|---|")
-        base_best = max(x[0] for x in seen[(speedups[0], clients[0])])
-        for s, c in grid:
-            agg = statistics.median(x[0] for x in seen[(s, c)])
-            best = max(x[0] for x in seen[(s, c)])
-            own = statistics.median(x[1] for x in seen[(s, c)])
-            blocks = seen[(s, c)][0][2]
-            print(f"| {s:g}x | {blocks} | {c} | {agg:.1f} | {best:.1f} | {own:.1f} "
-                  f"| {best / base_best:.2f}x |")
+        for (label, s, c), rows in seen.items():
+            agg = statistics.median(x[0] for x in rows)
+            best = max(x[0] for x in rows)
+            own = statistics.median(x[1] for x in rows)
+            target = f"{s:g}x" if s is not None else "1x"
+            print(f"| {label} | {target} | {rows[0][2]} | {c} | {agg:.1f} | {best:.1f} | {own:.1f} |")
+
+        def ratio(a, b):
+            per_round = [x[0] / y[0] for x, y in zip(seen[a], seen[b])]
+            return statistics.median(per_round), min(per_round), max(per_round)
+
+        print()
+        print("| ratio of aggregate tok/s (same round) | clients | median | min..max |")
+        print("|---|---|---|---|")
+        full = speedups[0]
+        for c in clients:
+            if args.llama_server:
+                m, lo, hi = ratio(("uniskip", full, c), ("llama-server", None, c))
+                print(f"| uniskip {full:g}x / llama-server | {c} | {m:.3f} | {lo:.3f}..{hi:.3f} |")
+            for s in speedups[1:]:
+                m, lo, hi = ratio(("uniskip", s, c), ("uniskip", full, c))
+                print(f"| uniskip {s:g}x / uniskip {full:g}x | {c} | {m:.3f} | {lo:.3f}..{hi:.3f} |")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":
