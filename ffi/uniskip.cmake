@@ -12,9 +12,10 @@
 #      operations ggml can differentiate;
 #   4. llama-context.cpp: after opt_epoch_iter writes one-hot training labels,
 #      uniskip_soft_labels may replace them with soft ones (a no-op without them);
-#   5. ggml-cpu/ops.cpp (a copy per compiled CPU backend): flash attention sums in F32 and
-#      never splits one token's cells across threads, so a row's logits do not depend on
-#      the batch around it or on where its cells sit (docs/DESIGN.md section 2).
+#   5. ggml-cpu/ops.cpp (a copy per compiled CPU backend): flash attention sums in F32, in
+#      fixed chunks of 256 cells folded in order (ffi/uniskip_fattn.inc), so a row's logits
+#      do not depend on the batch around it, and a lone token's long context still splits
+#      across threads (docs/DESIGN.md section 2).
 #   6. llama-context.h/.cpp: one graph result and one scheduler per decode shape (graph
 #      slots, see uniskip_hook.h), so shapes that alternate keep their graphs built and
 #      allocated, and a GPU backend keeps its captured graph for each.
@@ -315,6 +316,20 @@ function(uniskip_attention_in_f32)
                 uniskip_edit(_text "${_abs}" "                    v_to_float(v_data, V32, DV);\n"
                     "                    if (v->type == GGML_TYPE_F16) {\n                        ggml_cpu_fp16_to_fp32((const ggml_fp16_t *) v_data, V32, DV); // uniskip: SIMD conversion\n                    } else {\n                        v_to_float(v_data, V32, DV);\n                    }\n"
                     "convert value rows with the CPU backend's SIMD code")
+                # Fixed chunks of cells, folded in order, for every row that is not tiled
+                # (ffi/uniskip_fattn.inc): a lone token's long context splits across threads
+                # again, and its output stays the same alone and in any batch.
+                file(READ "${UNISKIP_FFI_DIR}/uniskip_fattn.inc" _fattn)
+                set(_fa_fn "static void ggml_compute_forward_flash_attn_ext_f16(\n")
+                uniskip_edit(_text "${_abs}" "${_fa_fn}" "${_fattn}${_fa_fn}"
+                    "the fixed-chunk attention functions")
+                uniskip_edit(_text "${_abs}"
+                    "                ggml_compute_forward_flash_attn_ext_f16_one_chunk(params, dst, ir0, ir1, 0, nek1, nullptr, 0);\n"
+                    "                if (use_ref) {\n                    ggml_compute_forward_flash_attn_ext_f16_one_chunk(params, dst, ir0, ir1, 0, nek1, nullptr, 0);\n                } else {\n                    uniskip_fa_rows(params, dst, ir0, ir1); // uniskip: fixed chunks, folded in order\n                }\n"
+                    "rows fold fixed chunks of cells")
+                uniskip_edit(_text "${_abs}" "    } else {\n\n        // total rows in q\n"
+                    "    } else {\n        if (!use_ref && uniskip_fa_lone_token(params, dst)) {\n            return; // uniskip: a lone token's fixed chunks spread over the threads\n        }\n\n        // total rows in q\n"
+                    "a lone token spreads its fixed chunks over the threads")
                 set(_copy "${CMAKE_BINARY_DIR}/uniskip-ggml-cpu/ops.cpp")
                 uniskip_write_if_changed("${_copy}" "${_text}")
                 list(APPEND _new_sources "${_copy}")
