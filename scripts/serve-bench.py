@@ -43,6 +43,10 @@ PROMPTS = [
 ]
 
 
+# The model id requests name (`--model`; uniskip serves it under that id).
+MODEL_ID = "smollm2"
+
+
 def post(base, body):
     request = urllib.request.Request(
         base + "/v1/chat/completions",
@@ -91,7 +95,7 @@ def one_round(base, clients, speedup, tokens):
         results[i] = post(
             base,
             {
-                "model": "smollm2",
+                "model": MODEL_ID,
                 "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
                 "max_tokens": tokens,
                 "temperature": 0,
@@ -119,7 +123,8 @@ def start_uniskip(binary, args, parallel):
         # The peers are built for AVX2 (x86-64 level 3): uniskip runs the same CPU code.
         env.setdefault("UNISKIP_CPU_VARIANT", "haswell")
     server = subprocess.Popen(
-        [binary, "serve", "-m", args.model_file or args.model, "--port", "0",
+        [binary, "serve", "-m", args.model_file or args.model, "--model-id", args.model,
+         "--port", "0",
          "--threads", str(args.threads), "--parallel", str(parallel), "--ctx", str(args.ctx)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -160,6 +165,8 @@ def main():
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--llama-server", help="llama.cpp's llama-server, run beside at full depth")
     args = parser.parse_args()
+    global MODEL_ID
+    MODEL_ID = args.model
     if args.llama_server and not args.model_file:
         sys.exit("--llama-server needs --model-file GGUF (the same file for both servers)")
     clients = [int(c) for c in args.clients.split(",")]
