@@ -11,8 +11,9 @@ round are shown (on a machine whose load comes and goes, the best is the least d
 
 With `--llama-server PATH` (`bash scripts/peers.sh serve` builds it and passes it), llama.cpp's
 own server runs beside it on the same file, threads, context and slots, answering the same
-requests at full depth in the same rounds; the ratios are taken round by round (both
-servers measured minutes apart at most) and their median is shown.
+requests at full depth in the same rounds (its prompt cache off: the rounds repeat their
+prompts, and uniskip serve keeps no prompt between requests); the ratios are taken round by
+round (both servers measured minutes apart at most) and their median is shown.
 
     python3 scripts/serve-bench.py [--clients 1,4,8] [--speedups 1,2] [--tokens 64]
                                    [--rounds 3] [--threads 2] [--model smollm2]
@@ -100,7 +101,9 @@ def one_round(base, clients, speedup, tokens):
                 "max_tokens": tokens,
                 "temperature": 0,
                 "ignore_eos": True,
-                **({} if speedup is None else {"speedup": speedup}),
+                # llama-server keeps each slot's prompt for the next request, and these
+                # rounds repeat their prompts: off, as uniskip serve keeps none.
+                **({"cache_prompt": False} if speedup is None else {"speedup": speedup}),
             },
         )
 

@@ -328,14 +328,33 @@ impl Engine<'_, '_> {
 
     /// Runs prompt chunks, up to one batch's worth of tokens this turn, taking turns
     /// between the prefilling requests so that a long prompt does not hold back a short
-    /// one for all of its chunks.
+    /// one for all of its chunks. Short pieces of several prompts run first, together in
+    /// one decode (`Lanes::prefill_shared`: requests that arrive at once start together).
     fn prefill(&mut self) {
         let n = self.active.len();
         let mut budget = self.session.n_batch();
         let start = self.prefill_turn % n.max(1);
         self.prefill_turn = self.prefill_turn.wrapping_add(1);
-        for i in 0..n {
-            let seq = ((start + i) % n) as i32;
+        let order: Vec<i32> = (0..n).map(|i| ((start + i) % n) as i32).collect();
+        match self.lanes.prefill_shared(&mut self.session, &order) {
+            Ok(ran) => {
+                for (seq, tokens) in ran {
+                    budget = budget.saturating_sub(tokens);
+                    self.flush(seq);
+                }
+            }
+            Err(e) => {
+                // The shared decode failed as a whole: every prompt still waiting fails.
+                let message = e.to_string();
+                for &seq in &order {
+                    if self.lanes.phase(seq) == Some(LanePhase::Prefilling) {
+                        self.fail(seq, &message);
+                    }
+                }
+                return;
+            }
+        }
+        for &seq in &order {
             while budget > 0 && self.lanes.phase(seq) == Some(LanePhase::Prefilling) {
                 match self.lanes.prefill(&mut self.session, seq) {
                     Ok(ran) => budget = budget.saturating_sub(ran.max(1)),

@@ -177,3 +177,49 @@ fn a_lossless_lane_beside_a_plain_one_gives_each_its_solo_text() {
         assert_eq!(texts[i], expected[i], "{text}");
     }
 }
+
+#[test]
+fn prompts_that_arrive_together_prefill_in_one_decode_and_give_their_solo_text() {
+    let model = common::load("smollm2");
+    let full = plan(&model, 1.0);
+    let texts_in = [
+        "Write a haiku about rain",
+        "Name three colours.",
+        "Tell me a joke about cats.",
+    ];
+    let expected: Vec<String> = texts_in
+        .iter()
+        .map(|t| solo(&model, t, &full, false))
+        .collect();
+    let mut session = model.session(&common::ctx(4)).expect("session");
+    let mut lanes = Lanes::new(&session);
+    let mut prompt_tokens = 0;
+    for (seq, text) in texts_in.iter().enumerate() {
+        let tokens = prompt(&model, text);
+        prompt_tokens += tokens.len();
+        let spec = LaneSpec {
+            prompt: tokens,
+            max_tokens: MAX_TOKENS,
+            sampling: Sampling::greedy(),
+            prefill: PrefillPolicy::Full,
+            plan: full.clone(),
+            lossless: None,
+            max_cells: 256,
+        };
+        lanes.join(&mut session, seq as i32, spec).expect("join");
+    }
+    assert!(prompt_tokens < uniskip::engine::SHARED_PREFILL_ROWS);
+    // Every prompt whole, in one decode: each lane has its first token chosen.
+    let ran = lanes.prefill_shared(&mut session, &[0, 1, 2]).expect("shared");
+    let ran_tokens: Vec<usize> = ran.iter().map(|&(_, n)| n).collect();
+    assert_eq!(ran.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(ran_tokens.iter().sum::<usize>(), prompt_tokens);
+    for seq in 0..3 {
+        assert_eq!(lanes.phase(seq), Some(LanePhase::Decoding));
+    }
+    let mut texts = vec![String::new(); 3];
+    while lanes.busy() > 0 {
+        turn(&mut lanes, &mut session, &mut texts);
+    }
+    assert_eq!(texts, expected);
+}

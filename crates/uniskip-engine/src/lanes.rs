@@ -5,9 +5,10 @@
 //! Per sequence a lane does what [`super::generate`] does for one prompt: the same prefill
 //! chunks (the prompt but its last token in batch-sized pieces, then the last token alone
 //! with logits), the same sampler chain and seed, the mask of the same step, the same stop
-//! rules. A lane's text therefore equals a solo generation's whatever else shares the
-//! session, within the batch oracle's limits (docs/DESIGN.md section 5). Each lane owns one
-//! sequence id; leaving drops its cells.
+//! rules; short pieces of several lanes may share one decode, whose rows are computed as
+//! they would be alone. A lane's text therefore equals a solo generation's whatever else
+//! shares the session, within the batch oracle's limits (docs/DESIGN.md section 5). Each
+//! lane owns one sequence id; leaving drops its cells.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,11 @@ use super::session::{BatchToken, Session};
 use super::speculative::{Emitted, Entry, Lossless, Next, SpeculationStats, Speculator};
 use super::utf8::Utf8Stream;
 use uniskip_skip::{Mask, Plan};
+
+/// Most rows in a decode that runs several lanes' prompt pieces together: from 64 rows on,
+/// ggml's CPU attention tiles and rounds differently from the row-by-row path a lone
+/// prompt's short pieces take (the limit lossless verification keeps too).
+pub const SHARED_PREFILL_ROWS: usize = super::speculative::VERIFY_ROWS_MAX;
 
 /// What one lane generates.
 pub struct LaneSpec<'a> {
@@ -280,6 +286,90 @@ impl<'a> Lanes<'a> {
         lane.prefilled += ran;
         lane.prefill_time += start.elapsed();
         Ok(ran)
+    }
+
+    /// Runs the next prompt pieces of several prefilling lanes in one decode: for each lane
+    /// of `seqs` in that order, the piece [`Lanes::prefill`] would run next (and, when that
+    /// was the rest of its body, its last token too), while the batch stays under
+    /// [`SHARED_PREFILL_ROWS`] rows and the lanes share one prefill mask. Below that many
+    /// rows ggml's CPU attention computes each row as it would alone (docs/DESIGN.md
+    /// section 2, edit 5), so every prompt ends as its own prefill would, in fewer and
+    /// larger decodes. A lane whose last prompt token ran has its first token chosen.
+    /// Returns the lanes that ran, with their prompt tokens; empty when fewer than two could
+    /// share (then [`Lanes::prefill`] runs them one by one, as before).
+    pub fn prefill_shared(
+        &mut self,
+        session: &mut Session<'_>,
+        seqs: &[i32],
+    ) -> Result<Vec<(i32, usize)>> {
+        let n_batch = session.n_batch();
+        let mut batch: Vec<BatchToken> = Vec::new();
+        // Per lane that runs: its sequence, prompt tokens, and whether its last one ran.
+        let mut ran: Vec<(i32, usize, bool)> = Vec::new();
+        let mut mask: Option<&Mask> = None;
+        for &seq in seqs {
+            let Some(lane) = self.lane_ref(seq) else {
+                continue;
+            };
+            if lane.phase() != LanePhase::Prefilling
+                || mask.is_some_and(|m| m != &lane.prefill_mask)
+            {
+                continue;
+            }
+            let body = lane.prompt.len() - 1;
+            let mut from = lane.prefilled;
+            let mut last = false;
+            while !last {
+                // The piece this lane's own prefill runs next.
+                let piece = if from < body {
+                    from..body.min(from + n_batch)
+                } else {
+                    body..body + 1
+                };
+                if batch.len() + piece.len() > SHARED_PREFILL_ROWS {
+                    break;
+                }
+                last = piece.start == body;
+                batch.extend(BatchToken::run_of(
+                    seq,
+                    lane.prompt[piece.clone()].iter().copied(),
+                    last,
+                ));
+                from = piece.end;
+            }
+            if from > lane.prefilled {
+                mask = Some(&lane.prefill_mask);
+                ran.push((seq, from - lane.prefilled, last));
+            }
+        }
+        if ran.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let mask = mask.cloned();
+        let start = Instant::now();
+        let rows = session.decode(&batch, mask.as_ref())?;
+        let elapsed = start.elapsed();
+        let model = session.model();
+        let mut rows = rows.into_iter();
+        for &(seq, tokens, last) in &ran {
+            let index = self.index(seq)?;
+            let Lanes { lanes, pickers } = self;
+            let lane = lanes[index].as_mut().expect("a lane that ran");
+            lane.prefilled += tokens;
+            lane.prefill_time += elapsed;
+            if last {
+                let row = rows.next().expect("a logits row per last prompt token");
+                let token = pickers[index].pick(session, row);
+                lane.take_choice(model, token);
+                if let Some(s) = lane.speculator.as_mut() {
+                    s.start_clock();
+                }
+            }
+        }
+        Ok(ran
+            .into_iter()
+            .map(|(seq, tokens, _)| (seq, tokens))
+            .collect())
     }
 
     /// Stops lane `seq` when its next token would not fit in its cells (the context is

@@ -32,7 +32,7 @@ pub use generate::{
     Generation, Piece, PrefillPolicy, Request, StopReason, generate, generate_forced,
 };
 pub use kv::SeqLedger;
-pub use lanes::{LanePhase, LaneReport, LaneSpec, Lanes};
+pub use lanes::{LanePhase, LaneReport, LaneSpec, Lanes, SHARED_PREFILL_ROWS};
 pub use llama_cpp_2::token::LlamaToken;
 pub use metadata::{MetaValue, write_with_metadata};
 pub use model::{
