@@ -1,7 +1,6 @@
 //! The conversation as the engine thread keeps it: the messages, the system prompt, the
 //! transcript file they are appended to, and how one reply is generated from them.
 
-use std::cell::RefCell;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
@@ -221,12 +220,7 @@ fn stream_reply(
     // What earlier replies and runs measured drafting to cost here; this reply adds to it.
     let threads = setup.context.threads;
     let n_seq = setup.context.n_seq.max(1);
-    let draft_costs = RefCell::new(draft_costs::load(
-        &setup.model_path,
-        session.model(),
-        threads,
-        n_seq,
-    ));
+    let draft_costs = draft_costs::Kept::load(&setup.model_path, session.model(), threads, n_seq);
     let lossless = track.controls.lossless.is_some();
     let result = generate(
         session,
@@ -244,7 +238,7 @@ fn stream_reply(
                     draft_max: track.controls.draft_max,
                     draft_model: None,
                     draft_mask: None,
-                    costs: Some(&draft_costs),
+                    costs: Some(draft_costs.cell()),
                 }),
         },
         &mut |step| {
@@ -282,13 +276,7 @@ fn stream_reply(
         },
     );
     if lossless {
-        draft_costs::store(
-            &setup.model_path,
-            session.model(),
-            threads,
-            n_seq,
-            &draft_costs.borrow(),
-        );
+        draft_costs.store();
     }
     (result, track)
 }

@@ -1,6 +1,5 @@
 //! `uniskip run`: one generation, streamed to stdout, with a summary of what it cost.
 
-use std::cell::RefCell;
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -173,12 +172,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let draft_model = args.lossless.load_draft_model(&args.model)?;
     let threads = args.model.context_options(n_seq).threads;
     // What earlier runs measured drafting to cost here; this run adds to it.
-    let draft_costs = RefCell::new(draft_costs::load(path, model, threads, n_seq));
+    let draft_costs = draft_costs::Kept::load(path, model, threads, n_seq);
     let lossless = args
         .lossless
         .config(&args.model, n_seq, draft_model.as_ref())?
         .map(|l| Lossless {
-            costs: Some(&draft_costs),
+            costs: Some(draft_costs.cell()),
             ..l
         });
     let first = plan.mask(0);
@@ -246,7 +245,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     )?;
     if lossless.is_some() {
-        draft_costs::store(path, model, threads, n_seq, &draft_costs.borrow());
+        draft_costs.store();
     }
     let active = first.active_indices();
     let n_steps = active_per_step.len().max(1) as f64;

@@ -210,7 +210,9 @@ fn prompts_that_arrive_together_prefill_in_one_decode_and_give_their_solo_text()
     }
     assert!(prompt_tokens < uniskip::engine::SHARED_PREFILL_ROWS);
     // Every prompt whole, in one decode: each lane has its first token chosen.
-    let ran = lanes.prefill_shared(&mut session, &[0, 1, 2]).expect("shared");
+    let ran = lanes
+        .prefill_shared(&mut session, &[0, 1, 2])
+        .expect("shared");
     let ran_tokens: Vec<usize> = ran.iter().map(|&(_, n)| n).collect();
     assert_eq!(ran.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [0, 1, 2]);
     assert_eq!(ran_tokens.iter().sum::<usize>(), prompt_tokens);

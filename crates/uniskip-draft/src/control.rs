@@ -224,9 +224,10 @@ impl Controller {
     }
 
     /// Starts from `costs`, an earlier generation's, with the mask drafter drafting under
-    /// a mask that keeps `mask_blocks` blocks. Every drafter those costs rule out (its
-    /// ceiling is below 1) is paused for [`HOPELESS_PAUSE`] steps at once.
-    pub fn seed(&mut self, costs: &DraftCosts, mask_blocks: usize) {
+    /// a mask that keeps `mask_blocks` blocks. Every drafter of `kinds` (those the
+    /// generation drafts with) that those costs rule out (its ceiling is below 1) is paused
+    /// for [`HOPELESS_PAUSE`] steps at once.
+    pub fn seed(&mut self, costs: &DraftCosts, mask_blocks: usize, kinds: &[Kind]) {
         self.prior = Prior {
             verify: costs.verify.clone(),
             draft: [
@@ -236,7 +237,7 @@ impl Controller {
             ],
             switch: costs.switch,
         };
-        for kind in [Kind::Lookup, Kind::Mask, Kind::Model] {
+        for &kind in kinds {
             if self.costs_known(kind) && self.ceiling(kind) < 1.0 {
                 self.pause_for_at_least(kind, HOPELESS_PAUSE);
             }
@@ -594,6 +595,7 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const ALL_KINDS: [Kind; 3] = [Kind::Lookup, Kind::Mask, Kind::Model];
 
     /// A controller past every shape's cold runs: what the tests below describe is the
     /// steady state.
@@ -842,7 +844,7 @@ mod tests {
         // Earlier costs let the drafter start (its ceiling is above 1); this generation's
         // shapes are all cold, so no round's time may count, but its refusals do.
         let mut c = Controller::new(4);
-        c.seed(&earlier_costs(15, 0.3), 15);
+        c.seed(&earlier_costs(15, 0.3), 15, &ALL_KINDS);
         assert!(c.ceiling(Kind::Mask) > 1.0);
         c.plain_step(1, 10 * MS);
         for round in 1..=EARLY_ROUNDS {
@@ -913,7 +915,7 @@ mod tests {
         let mut c = warmed(4);
         // A draft decode costs 0.8 steps: k drafts give k + 1 tokens in 0.8k + 1 + 0.5k
         // + 0.1 steps, never more than one token per step.
-        c.seed(&earlier_costs(15, 0.8), 15);
+        c.seed(&earlier_costs(15, 0.8), 15, &ALL_KINDS);
         assert!(c.ceiling(Kind::Mask) < 1.0, "{}", c.ceiling(Kind::Mask));
         c.plain_step(1, 10 * MS);
         assert_eq!(c.draft_len(Kind::Mask, 4), 0);
@@ -930,7 +932,7 @@ mod tests {
     #[test]
     fn earlier_costs_of_another_mask_do_not_rule_this_one_out() {
         let mut c = warmed(4);
-        c.seed(&earlier_costs(15, 0.8), 10);
+        c.seed(&earlier_costs(15, 0.8), 10, &ALL_KINDS);
         c.plain_step(1, 10 * MS);
         assert!(c.draft_len(Kind::Mask, 4) > 0);
     }
@@ -939,7 +941,7 @@ mod tests {
     fn costs_measured_now_are_handed_back_relative_to_a_plain_step() {
         let earlier = earlier_costs(10, 0.3);
         let mut c = warmed(4);
-        c.seed(&earlier, 15);
+        c.seed(&earlier, 15, &ALL_KINDS);
         c.plain_step(1, 10 * MS);
         c.verify_step(3, 20 * MS);
         c.draft_step(Kind::Mask, 6 * MS);

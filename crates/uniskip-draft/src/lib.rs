@@ -44,6 +44,16 @@ impl Drafter {
             Drafter::Model => "model",
         }
     }
+    /// The drafter kinds this drafter drafts with.
+    pub fn kinds(self) -> &'static [Kind] {
+        match self {
+            Drafter::Mask => &[Kind::Mask],
+            Drafter::Lookup => &[Kind::Lookup],
+            Drafter::MaskLookup => &[Kind::Lookup, Kind::Mask],
+            Drafter::Model => &[Kind::Model],
+        }
+    }
+
     /// Whether this drafter copies n-grams from the text (lookup, alone or first).
     pub fn looks_up(self) -> bool {
         matches!(self, Drafter::Lookup | Drafter::MaskLookup)

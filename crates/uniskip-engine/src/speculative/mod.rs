@@ -152,7 +152,7 @@ impl<'a> Speculator<'a> {
         let mut control = Controller::new(config.draft_max.clamp(1, DRAFT_MAX_LIMIT));
         let mask_blocks = draft_mask.n_active();
         if let Some(costs) = config.costs {
-            control.seed(&costs.borrow(), mask_blocks);
+            control.seed(&costs.borrow(), mask_blocks, config.drafter.kinds());
         }
         Ok(Speculator {
             control,

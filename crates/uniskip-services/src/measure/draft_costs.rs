@@ -4,7 +4,8 @@
 //! run that starts from them does not pay again for the drafting rounds that found a
 //! drafter too slow.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,4 +48,45 @@ pub fn store(model_file: &Path, model: &Model, threads: i32, n_seq: u32, costs: 
         costs: costs.clone(),
     };
     write_best_effort(&path, &value);
+}
+
+/// The costs kept for one model file and setting, loaded once for a generation that may
+/// draft (the engine reads and updates them through [`Kept::cell`]) and written back after
+/// it: what `run --lossless` and each lossless chat reply do.
+pub struct Kept<'m> {
+    model_file: PathBuf,
+    model: &'m Model,
+    threads: i32,
+    n_seq: u32,
+    costs: RefCell<DraftCosts>,
+}
+
+impl<'m> Kept<'m> {
+    /// The costs kept for `model_file` (loaded as `model`) at `threads` threads and `n_seq`
+    /// sequences (none known: empty costs).
+    pub fn load(model_file: &Path, model: &'m Model, threads: i32, n_seq: u32) -> Self {
+        Kept {
+            costs: RefCell::new(load(model_file, model, threads, n_seq)),
+            model_file: model_file.to_path_buf(),
+            model,
+            threads,
+            n_seq,
+        }
+    }
+
+    /// The costs, for the engine's `Lossless::costs`.
+    pub fn cell(&self) -> &RefCell<DraftCosts> {
+        &self.costs
+    }
+
+    /// Writes the costs back (best effort, as [`store`]).
+    pub fn store(&self) {
+        store(
+            &self.model_file,
+            self.model,
+            self.threads,
+            self.n_seq,
+            &self.costs.borrow(),
+        );
+    }
 }
