@@ -220,20 +220,45 @@ fn run_lossless_keeps_what_drafting_cost_in_the_profile_cache() {
 
     run(&[]);
     assert!(!file.exists(), "a plain run keeps no drafting costs");
-    let v = run(&["--lossless", "--drafter", "mask", "--speedup", "2"]);
-    assert!(v["draft_tokens"].as_u64().unwrap() > 0, "{v}");
-    let kept: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&file).expect("costs kept")).unwrap();
-    let costs = &kept["costs"];
-    let verified = costs["verify"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c.as_f64().is_some_and(|c| c > 0.0))
-        .count();
-    assert!(verified > 0, "no verification cost kept: {kept}");
+    // Costs are relative to a warm plain step: a run that drafted from its second step to
+    // its end (possible when the machine is loaded and drafting never pauses) has none and
+    // hands nothing back. Each run is one side of that rule; a few runs see the first side.
+    let mut kept_after_warm_baseline = false;
+    for _ in 0..4 {
+        let _ = std::fs::remove_file(&file);
+        let v = run(&["--lossless", "--drafter", "mask", "--speedup", "2"]);
+        assert!(v["draft_tokens"].as_u64().unwrap() > 0, "{v}");
+        let kept: Option<serde_json::Value> = std::fs::read(&file)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap());
+        let verified = |kept: &serde_json::Value| {
+            kept["costs"]["verify"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c.as_f64().is_some_and(|c| c > 0.0))
+                .count()
+        };
+        if v["speculation"]["plain_tokens_per_s"].is_null() {
+            assert!(
+                kept.as_ref().is_none_or(|k| verified(k) == 0),
+                "costs handed back against a cold step: {kept:?}"
+            );
+            continue;
+        }
+        let kept = kept.expect("costs kept");
+        assert!(verified(&kept) > 0, "no verification cost kept: {kept}");
+        assert!(
+            kept["costs"]["mask"]["15"]
+                .as_f64()
+                .is_some_and(|c| c > 0.0),
+            "{kept}"
+        );
+        kept_after_warm_baseline = true;
+        break;
+    }
     assert!(
-        costs["mask"]["15"].as_f64().is_some_and(|c| c > 0.0),
-        "{kept}"
+        kept_after_warm_baseline,
+        "no run measured a warm plain step"
     );
 }

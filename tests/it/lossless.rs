@@ -500,15 +500,30 @@ fn a_generation_hands_back_the_costs_it_measured_and_the_next_one_starts_from_th
     let mask = unified(&model, 1.5);
     let blocks = mask.n_active();
     let costs = RefCell::new(DraftCosts::default());
-    let first = with_costs(&model, prompt, &mask, Drafter::Mask, &costs);
-    assert!(first.speculation.unwrap().draft_tokens > 0);
-    let measured = costs.borrow().clone();
-    let verified: Vec<usize> = (2..measured.verify.len())
-        .filter(|&n| measured.verify[n].is_some())
-        .collect();
-    assert!(!verified.is_empty(), "no verification cost handed back");
-    assert!(verified.iter().all(|&n| measured.verify[n].unwrap() > 0.0));
-    assert!(measured.mask.get(&blocks).is_some_and(|&c| c > 0.0));
+    // Costs are relative to a warm plain step: a generation that drafts from its second
+    // step to its end (drafting never paused, as on a loaded machine) hands nothing back.
+    // Each generation checks its side of that rule; a few see the other side.
+    let mut handed_back = false;
+    for _ in 0..4 {
+        *costs.borrow_mut() = DraftCosts::default();
+        let first = with_costs(&model, prompt, &mask, Drafter::Mask, &costs);
+        let stats = first.speculation.unwrap();
+        assert!(stats.draft_tokens > 0);
+        let measured = costs.borrow().clone();
+        let verified: Vec<usize> = (2..measured.verify.len())
+            .filter(|&n| measured.verify[n].is_some())
+            .collect();
+        if stats.plain_tokens_per_s.is_none() {
+            assert!(verified.is_empty(), "handed back against a cold step");
+            continue;
+        }
+        assert!(!verified.is_empty(), "no verification cost handed back");
+        assert!(verified.iter().all(|&n| measured.verify[n].unwrap() > 0.0));
+        assert!(measured.mask.get(&blocks).is_some_and(|&c| c > 0.0));
+        handed_back = true;
+        break;
+    }
+    assert!(handed_back, "no generation measured a warm plain step");
 
     // Costs that rule this mask out (a draft decode as dear as 3 plain steps): the next
     // generation does not draft with it at all, and its output is still full depth's.

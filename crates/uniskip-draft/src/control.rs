@@ -79,10 +79,6 @@ const FIRST_PAUSE: usize = 32;
 const MAX_PAUSE: usize = 1024;
 /// A plain step is taken at least this often, so the plain rate follows the machine.
 const PLAIN_REFRESH: usize = 64;
-/// Steps after which a generation whose plain baseline is still a cold step's time takes
-/// plain steps until one is warm: late enough that a short generation drafts from its
-/// second step, early enough that a reply of a few dozen tokens hands its costs back.
-const WARM_BASELINE_AFTER: usize = 16;
 /// Runs of a decode shape (a verification size, a drafter's draft step, the plain step, the
 /// plain step right after a round) whose time is not taken as its cost: the first builds the
 /// shape's graph, and a GPU backend runs a new graph once directly and captures it on the
@@ -322,17 +318,9 @@ impl Controller {
     }
 
     /// Whether the next round should be a plain step regardless of drafts: the first
-    /// steps measure the plain rate, and it is refreshed now and then. A generation that
-    /// drafts from its second step on has only a cold step's time as its baseline: after
-    /// [`WARM_BASELINE_AFTER`] steps it takes plain steps until one is warm (the first
-    /// after a round pays the switch), so what it measured can be handed back.
+    /// steps measure the plain rate, and it is refreshed now and then.
     pub fn wants_plain(&self) -> bool {
-        let cold_baseline = self.plain_provisional
-            && self.steps >= WARM_BASELINE_AFTER
-            && (self.after_round.is_some() || self.last_plain == self.steps);
-        self.plain_secs.get().is_none()
-            || cold_baseline
-            || self.steps >= self.last_plain + PLAIN_REFRESH
+        self.plain_secs.get().is_none() || self.steps >= self.last_plain + PLAIN_REFRESH
     }
 
     /// Verification cost of n tokens per sequence relative to a plain step: measured when
@@ -466,8 +454,12 @@ impl Controller {
             }
             self.steps += 1;
             self.last_plain = self.steps;
-            self.plain
-                .add(tokens as f64, Duration::from_secs_f64(p.min(secs)));
+            // Against a cold baseline this step's share is unknown: no plain rate from it
+            // (so a plain rate, and `plain_tokens_per_s`, means a warm baseline).
+            if !self.plain_provisional {
+                self.plain
+                    .add(tokens as f64, Duration::from_secs_f64(p.min(secs)));
+            }
             return;
         }
         self.steps += 1;
@@ -643,44 +635,6 @@ mod tests {
             c.verify_cost(2)
         );
         assert!((c.draft_cost(Kind::Mask) - 0.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn a_generation_drafting_from_its_start_takes_a_warm_baseline_and_hands_costs_back() {
-        let mut c = Controller::new(4);
-        c.seen.draft = [COLD_RUNS; 3];
-        c.seen.verify.fill(COLD_RUNS);
-        c.seen.after_round = COLD_RUNS;
-        // One cold plain step, then drafting at once: no warm baseline yet.
-        c.plain_step(1, 50 * MS);
-        assert!(!c.wants_plain(), "drafting need not wait for a warm step");
-        let mut rounds = 0;
-        while !c.wants_plain() {
-            c.verify_step(3, 15 * MS);
-            c.draft_step(Kind::Mask, 5 * MS);
-            c.acceptance_seen(Kind::Mask, 2, 2);
-            c.round(Kind::Mask, 3, 25 * MS);
-            rounds += 1;
-            assert!(rounds < 64, "a warm baseline is asked for");
-        }
-        assert!(
-            c.costs(&DraftCosts::default(), 15)
-                .verify
-                .iter()
-                .all(Option::is_none),
-            "nothing handed back against a cold step"
-        );
-        // The plain step after the round pays the switch; plain steps go on until warm.
-        c.plain_step(1, 11 * MS);
-        let mut plain = 1;
-        while c.wants_plain() {
-            c.plain_step(1, 10 * MS);
-            plain += 1;
-            assert!(plain < 8);
-        }
-        let costs = c.costs(&DraftCosts::default(), 15);
-        assert!((costs.verify[3].unwrap() - 1.5).abs() < 1e-9, "{costs:?}");
-        assert!((costs.mask[&15] - 0.5).abs() < 1e-9, "{costs:?}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub struct SpeculationStats {
     /// same generation (none when one of the two was never seen).
     pub measured_speedup: Option<f64>,
     /// Tokens per second of this generation's plain full-depth steps (what full depth does
-    /// at the same context and under the same load; none when none was measured).
+    /// at the same context and under the same load; none when no warm one was measured,
+    /// and then no cost was handed back either).
     #[serde(default)]
     pub plain_tokens_per_s: Option<f64>,
 }
